@@ -1,0 +1,220 @@
+package providersim
+
+import (
+	"net/http"
+	"sync"
+	"time"
+)
+
+// DefaultRotatingScope is Seed's scope when none is given: a refresh token
+// (offline_access), one access specifier and one business.
+const DefaultRotatingScope = "offline_access fund.read target:b/testbusiness"
+
+// RotatingOptions configures NewRotating.
+type RotatingOptions struct {
+	// ClientID and ClientSecret are the registered client; an empty secret
+	// makes it a public client that authenticates with client_id alone.
+	ClientID     string
+	ClientSecret string
+	AccessTTL    time.Duration // default 15m
+	RefreshTTL   time.Duration // default 30 days, counted from each refresh token's issue
+	// ReuseGrace: presenting the refresh token that was just rotated, within this
+	// long of its use, answers again with a new access token and the same
+	// successor. 0 is strict single use.
+	ReuseGrace time.Duration
+	// ReuseDetection: presenting a used refresh token past the grace revokes the
+	// whole family (RFC 9700 §4.14.2).
+	ReuseDetection bool
+	Now            func() time.Time
+}
+
+// Rotating simulates an OAuth 2.0 provider with single-use, rotating refresh
+// tokens (RFC 6749 §6 and the rotating-refresh-token seed): 15 min access
+// tokens, 30-day refresh tokens, one token family per business.
+type Rotating struct {
+	server
+	oauthClient
+
+	mu         sync.Mutex
+	accessTTL  time.Duration
+	refreshTTL time.Duration
+	grace      time.Duration
+	detect     bool
+	refresh    map[string]*rotRefresh
+	access     map[string]*rotAccess
+	families   int
+}
+
+type rotFamily struct {
+	scope   string // originally granted
+	live    string
+	revoked bool
+}
+
+type rotRefresh struct {
+	family    *rotFamily
+	expires   time.Time
+	used      bool
+	usedAt    time.Time
+	successor string
+}
+
+type rotAccess struct {
+	family  *rotFamily
+	expires time.Time
+}
+
+// NewRotating starts a rotating-refresh-token provider; Close it when done.
+func NewRotating(o RotatingOptions) *Rotating {
+	p := &Rotating{
+		oauthClient: oauthClient{id: o.ClientID, secret: o.ClientSecret},
+		accessTTL:   o.AccessTTL,
+		refreshTTL:  o.RefreshTTL,
+		grace:       max(o.ReuseGrace, 0),
+		detect:      o.ReuseDetection,
+		refresh:     make(map[string]*rotRefresh),
+		access:      make(map[string]*rotAccess),
+	}
+	if p.accessTTL <= 0 {
+		p.accessTTL = 15 * time.Minute
+	}
+	if p.refreshTTL <= 0 {
+		p.refreshTTL = 30 * 24 * time.Hour
+	}
+	p.start(OAuthPath, o.Now, p.handle, oauthErrorFor)
+	return p
+}
+
+// Seed returns an initial refresh token as if the authorisation-code flow had
+// just granted scope (DefaultRotatingScope if empty): one new family, i.e. one
+// business.
+func (p *Rotating) Seed(scope string) string {
+	if scope == "" {
+		scope = DefaultRotatingScope
+	}
+	now := p.now()
+	rt := p.newToken("rot_rt_")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f := &rotFamily{scope: scope, live: rt}
+	p.refresh[rt] = &rotRefresh{family: f, expires: now.Add(p.refreshTTL)}
+	p.families++
+	return rt
+}
+
+// Live returns the live refresh token of the family that rt (the seed or any
+// later token) belongs to; "" if the family was revoked or rt is unknown.
+func (p *Rotating) Live(rt string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.refresh[rt]
+	if t == nil || t.family.revoked {
+		return ""
+	}
+	return t.family.live
+}
+
+// Valid reports whether accessToken was issued here, is unexpired at Now and
+// its family is not revoked.
+func (p *Rotating) Valid(accessToken string) bool {
+	now := p.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a := p.access[accessToken]
+	return a != nil && !a.family.revoked && now.Before(a.expires)
+}
+
+// Families returns how many families Seed started.
+func (p *Rotating) Families() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.families
+}
+
+type oauthTokenBody struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope,omitempty"`
+}
+
+func invalidGrant(desc string) *oauthError {
+	return &oauthError{status: http.StatusBadRequest, code: "invalid_grant", description: desc}
+}
+
+func (p *Rotating) handle(r *http.Request) response {
+	form, oerr := p.parseTokenRequest(r)
+	if oerr != nil {
+		return oerr.response()
+	}
+	switch gt := form.Get("grant_type"); gt {
+	case "refresh_token":
+	case "":
+		return (&oauthError{status: http.StatusBadRequest, code: "invalid_request", description: "Missing grant_type"}).response()
+	default:
+		return (&oauthError{status: http.StatusBadRequest, code: "unsupported_grant_type", description: "Unsupported grant_type: " + gt}).response()
+	}
+	presented := form.Get("refresh_token")
+	if presented == "" {
+		return (&oauthError{status: http.StatusBadRequest, code: "invalid_request", description: "Missing refresh_token"}).response()
+	}
+
+	now := p.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.refresh[presented]
+	if t == nil {
+		return invalidGrant("The refresh token is invalid").response()
+	}
+	f := t.family
+	if f.revoked {
+		return invalidGrant("The refresh token has been revoked").response()
+	}
+	if t.used {
+		inGrace := p.grace > 0 && t.successor == f.live && !now.After(t.usedAt.Add(p.grace))
+		if !inGrace {
+			if p.detect {
+				// RFC 9700 §4.14.2: the server cannot tell the legitimate client
+				// from an attacker, so the whole family goes.
+				f.revoked = true
+				f.live = ""
+			}
+			return invalidGrant("The refresh token has already been used").response()
+		}
+		scope, oerr := grantScope(form.Get("scope"), f.scope)
+		if oerr != nil {
+			return oerr.response()
+		}
+		return p.issue(now, f, t.successor, scope)
+	}
+	if !now.Before(t.expires) {
+		return invalidGrant("The refresh token has expired").response()
+	}
+	scope, oerr := grantScope(form.Get("scope"), f.scope)
+	if oerr != nil {
+		return oerr.response()
+	}
+	next := p.newToken("rot_rt_")
+	// The successor keeps the original grant (RFC 6749 §6), whatever subset
+	// this request asked for.
+	p.refresh[next] = &rotRefresh{family: f, expires: now.Add(p.refreshTTL)}
+	t.used, t.usedAt, t.successor = true, now, next
+	f.live = next
+	return p.issue(now, f, next, scope)
+}
+
+// issue answers with a new access token and refreshToken; p.mu is held.
+func (p *Rotating) issue(now time.Time, f *rotFamily, refreshToken, scope string) response {
+	at := p.newToken("rot_at_")
+	p.access[at] = &rotAccess{family: f, expires: now.Add(p.accessTTL)}
+	resp := jsonResponse(http.StatusOK, oauthContentType, oauthTokenBody{
+		AccessToken:  at,
+		TokenType:    "Bearer",
+		ExpiresIn:    int64(p.accessTTL / time.Second),
+		RefreshToken: refreshToken,
+		Scope:        scope,
+	})
+	noStore(resp.header)
+	return resp
+}

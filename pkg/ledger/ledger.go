@@ -1,0 +1,378 @@
+// Package ledger is the DynamoDB adapter for the state table: token records
+// (the authoritative version pointer, the lease, the in-flight refresh) and
+// daily quota buckets. Every state change is one conditional write, so a stale
+// invocation can never overwrite newer state; every read is consistent.
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// Errors callers branch on.
+var (
+	ErrNotFound       = errors.New("ledger: not found")
+	ErrExists         = errors.New("ledger: record exists")
+	ErrLeaseHeld      = errors.New("ledger: lease held")
+	ErrQuotaExhausted = errors.New("ledger: quota exhausted")
+	ErrLeaseLost      = errors.New("ledger: lease lost")
+	ErrThrottled      = errors.New("ledger: throttled")
+)
+
+// ThrottledError says the provider asked us to wait until Until.
+// errors.Is(err, ErrThrottled) holds for it.
+type ThrottledError struct{ Until time.Time }
+
+func (e *ThrottledError) Error() string {
+	return "ledger: throttled until " + e.Until.UTC().Format(time.RFC3339)
+}
+
+// Is makes errors.Is(err, ErrThrottled) true.
+func (e *ThrottledError) Is(target error) bool { return target == ErrThrottled }
+
+// Record statuses.
+const (
+	StatusActive        = "active"
+	StatusNeedsReauth   = "needs_reauth"
+	StatusInvalidConfig = "invalid_config"
+)
+
+// Key prefixes and attribute names of the table.
+const (
+	tokenPrefix = "token#"
+	quotaPrefix = "quota#"
+
+	attrPK             = "pk"
+	attrTTL            = "ttl"
+	attrVersionID      = "version_id"
+	attrPrevVersionID  = "prev_version_id"
+	attrGeneration     = "generation"
+	attrPublished      = "published_generation"
+	attrStatus         = "status"
+	attrStatusReason   = "status_reason"
+	attrExpiresAt      = "expires_at"
+	attrNextDueAt      = "next_due_at"
+	attrLeaseHolder    = "lease_holder"
+	attrLeaseUntil     = "lease_until"
+	attrInflight       = "inflight"
+	attrFailures       = "consecutive_failures"
+	attrLastError      = "last_error"
+	attrUsed           = "used"
+	attrLimit          = "limit"
+	attrThrottledUntil = "throttled_until"
+)
+
+// bucketRetention is how long a quota bucket is kept (TTL, garbage collection
+// only: the day is in the key).
+const bucketRetention = 48 * time.Hour
+
+// codeConditionFailed is a CancellationReason code of TransactWriteItems.
+const codeConditionFailed = "ConditionalCheckFailed"
+
+// dynamoAPI is the part of *dynamodb.Client the ledger uses.
+type dynamoAPI interface {
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+	Scan(ctx context.Context, in *dynamodb.ScanInput, optFns ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
+	TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, optFns ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error)
+}
+
+// Options configure a Ledger.
+type Options struct {
+	Table string
+	Now   func() time.Time // defaults to time.Now
+}
+
+// Ledger reads and writes the state table.
+type Ledger struct {
+	client dynamoAPI
+	table  string
+	now    func() time.Time
+}
+
+// New returns a Ledger on opts.Table (client is a *dynamodb.Client in production).
+func New(client dynamoAPI, opts Options) *Ledger {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Ledger{client: client, table: opts.Table, now: now}
+}
+
+// Day is the quota day of t in loc ("2006-01-02"); a nil loc means UTC.
+func Day(t time.Time, loc *time.Location) string {
+	if loc == nil {
+		loc = time.UTC
+	}
+	return t.In(loc).Format(time.DateOnly)
+}
+
+// Inflight is a refresh that has claimed the lease and may have reached the
+// provider: From is the version it started from, To the deterministic id its
+// result is written under.
+type Inflight struct {
+	From, To  string
+	StartedAt time.Time
+}
+
+// Record is one token's state.
+type Record struct {
+	Name                string
+	VersionID           string // committed private version (the authoritative pointer)
+	PrevVersionID       string
+	Generation          int64
+	PublishedGeneration int64
+	Status              string // StatusActive, StatusNeedsReauth or StatusInvalidConfig
+	StatusReason        string // never a secret
+	ExpiresAt           time.Time
+	NextDueAt           time.Time
+	LeaseHolder         string
+	LeaseUntil          time.Time
+	Inflight            *Inflight
+	ConsecutiveFailures int
+	LastError           string
+}
+
+// recordItem is the stored layout of a Record.
+type recordItem struct {
+	PK                  string        `dynamodbav:"pk"`
+	Name                string        `dynamodbav:"name"`
+	VersionID           string        `dynamodbav:"version_id,omitempty"`
+	PrevVersionID       string        `dynamodbav:"prev_version_id,omitempty"`
+	Generation          int64         `dynamodbav:"generation"`
+	PublishedGeneration int64         `dynamodbav:"published_generation"`
+	Status              string        `dynamodbav:"status,omitempty"`
+	StatusReason        string        `dynamodbav:"status_reason,omitempty"`
+	ExpiresAt           string        `dynamodbav:"expires_at,omitempty"`
+	NextDueAt           string        `dynamodbav:"next_due_at,omitempty"`
+	LeaseHolder         string        `dynamodbav:"lease_holder,omitempty"`
+	LeaseUntil          int64         `dynamodbav:"lease_until,omitempty"` // unix ms
+	Inflight            *inflightItem `dynamodbav:"inflight,omitempty"`
+	ConsecutiveFailures int           `dynamodbav:"consecutive_failures"`
+	LastError           string        `dynamodbav:"last_error,omitempty"`
+}
+
+type inflightItem struct {
+	From      string `dynamodbav:"from_version,omitempty"`
+	To        string `dynamodbav:"to_version,omitempty"`
+	StartedAt string `dynamodbav:"started_at,omitempty"`
+}
+
+type bucketItem struct {
+	Used           int   `dynamodbav:"used"`
+	Limit          int   `dynamodbav:"limit"`
+	ThrottledUntil int64 `dynamodbav:"throttled_until"` // unix ms
+}
+
+func tokenKey(name string) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{attrPK: &types.AttributeValueMemberS{Value: tokenPrefix + name}}
+}
+
+func bucketKey(key, day string) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{attrPK: &types.AttributeValueMemberS{Value: quotaPrefix + key + "#" + day}}
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func parseTime(field, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("attribute %s: %w", field, err)
+	}
+	return t, nil
+}
+
+func msTime(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+func toItem(r Record) recordItem {
+	it := recordItem{
+		PK:                  tokenPrefix + r.Name,
+		Name:                r.Name,
+		VersionID:           r.VersionID,
+		PrevVersionID:       r.PrevVersionID,
+		Generation:          r.Generation,
+		PublishedGeneration: r.PublishedGeneration,
+		Status:              r.Status,
+		StatusReason:        r.StatusReason,
+		ExpiresAt:           formatTime(r.ExpiresAt),
+		NextDueAt:           formatTime(r.NextDueAt),
+		LeaseHolder:         r.LeaseHolder,
+		ConsecutiveFailures: r.ConsecutiveFailures,
+		LastError:           r.LastError,
+	}
+	if !r.LeaseUntil.IsZero() {
+		it.LeaseUntil = r.LeaseUntil.UnixMilli()
+	}
+	if r.Inflight != nil {
+		it.Inflight = &inflightItem{From: r.Inflight.From, To: r.Inflight.To, StartedAt: formatTime(r.Inflight.StartedAt)}
+	}
+	return it
+}
+
+func decodeRecord(av map[string]types.AttributeValue) (Record, error) {
+	var it recordItem
+	if err := attributevalue.UnmarshalMap(av, &it); err != nil {
+		return Record{}, err
+	}
+	r := Record{
+		Name:                it.Name,
+		VersionID:           it.VersionID,
+		PrevVersionID:       it.PrevVersionID,
+		Generation:          it.Generation,
+		PublishedGeneration: it.PublishedGeneration,
+		Status:              it.Status,
+		StatusReason:        it.StatusReason,
+		LeaseHolder:         it.LeaseHolder,
+		LeaseUntil:          msTime(it.LeaseUntil),
+		ConsecutiveFailures: it.ConsecutiveFailures,
+		LastError:           it.LastError,
+	}
+	if r.Name == "" {
+		r.Name = strings.TrimPrefix(it.PK, tokenPrefix)
+	}
+	var err error
+	if r.ExpiresAt, err = parseTime(attrExpiresAt, it.ExpiresAt); err != nil {
+		return Record{}, err
+	}
+	if r.NextDueAt, err = parseTime(attrNextDueAt, it.NextDueAt); err != nil {
+		return Record{}, err
+	}
+	if it.Inflight != nil {
+		started, err := parseTime("inflight.started_at", it.Inflight.StartedAt)
+		if err != nil {
+			return Record{}, err
+		}
+		r.Inflight = &Inflight{From: it.Inflight.From, To: it.Inflight.To, StartedAt: started}
+	}
+	return r, nil
+}
+
+// Get reads a token record (consistently). ErrNotFound when there is none.
+func (l *Ledger) Get(ctx context.Context, name string) (Record, error) {
+	out, err := l.client.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(l.table),
+		Key:            tokenKey(name),
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return Record{}, fmt.Errorf("ledger: get %s: %w", name, err)
+	}
+	if out.Item == nil {
+		return Record{}, fmt.Errorf("ledger: get %s: %w", name, ErrNotFound)
+	}
+	r, err := decodeRecord(out.Item)
+	if err != nil {
+		return Record{}, fmt.Errorf("ledger: get %s: %w", name, err)
+	}
+	return r, nil
+}
+
+// List returns every token record, sorted by name (for the operator CLI).
+func (l *Ledger) List(ctx context.Context) ([]Record, error) {
+	expr, err := expression.NewBuilder().WithFilter(expression.Name(attrPK).BeginsWith(tokenPrefix)).Build()
+	if err != nil {
+		return nil, fmt.Errorf("ledger: list: %w", err)
+	}
+	p := dynamodb.NewScanPaginator(l.client, &dynamodb.ScanInput{
+		TableName:                 aws.String(l.table),
+		FilterExpression:          expr.Filter(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+		ConsistentRead:            aws.Bool(true),
+	})
+	var recs []Record
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: list: %w", err)
+		}
+		for _, av := range out.Items {
+			r, err := decodeRecord(av)
+			if err != nil {
+				return nil, fmt.Errorf("ledger: list: %w", err)
+			}
+			recs = append(recs, r)
+		}
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Name < recs[j].Name })
+	return recs, nil
+}
+
+// Create writes a new token record. ErrExists when one is already there.
+func (l *Ledger) Create(ctx context.Context, r Record) error {
+	if r.Name == "" {
+		return errors.New("ledger: create: empty name")
+	}
+	av, err := attributevalue.MarshalMap(toItem(r))
+	if err != nil {
+		return fmt.Errorf("ledger: create %s: %w", r.Name, err)
+	}
+	expr, err := expression.NewBuilder().WithCondition(expression.Name(attrPK).AttributeNotExists()).Build()
+	if err != nil {
+		return fmt.Errorf("ledger: create %s: %w", r.Name, err)
+	}
+	_, err = l.client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                 aws.String(l.table),
+		Item:                      av,
+		ConditionExpression:       expr.Condition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return fmt.Errorf("ledger: create %s: %w", r.Name, ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: create %s: %w", r.Name, err)
+	}
+	return nil
+}
+
+// update runs one conditional UpdateItem. On a failed condition it returns
+// the item as it was (nil when there is none) and failed = true.
+func (l *Ledger) update(ctx context.Context, key map[string]types.AttributeValue, upd expression.UpdateBuilder, cond expression.ConditionBuilder) (old map[string]types.AttributeValue, failed bool, err error) {
+	expr, err := expression.NewBuilder().WithUpdate(upd).WithCondition(cond).Build()
+	if err != nil {
+		return nil, false, err
+	}
+	_, err = l.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(l.table),
+		Key:                       key,
+		UpdateExpression:          expr.Update(),
+		ConditionExpression:       expr.Condition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+		// The item as the condition saw it, atomically: no second read that
+		// could observe a later state.
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return ccf.Item, true, nil
+	}
+	return nil, false, err
+}

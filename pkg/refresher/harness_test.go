@@ -1,0 +1,306 @@
+package refresher_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/seed-502fa48b/token-refresher/internal/awsemu"
+	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
+	"github.com/seed-502fa48b/token-refresher/pkg/refresher"
+	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
+	"github.com/seed-502fa48b/token-refresher/pkg/token"
+)
+
+// Every log line, metric line and report this suite produces lands in suiteOutput, and
+// every secret any simulator issued or a test seeded is registered in suiteSecrets; after
+// the run TestMain fails the suite if one of the secrets appears in the output.
+var (
+	suiteMu      sync.Mutex
+	suiteOutput  bytes.Buffer
+	suiteSecrets = map[string]bool{}
+	issuers      []interface{ Issued() []string }
+)
+
+type suiteWriter struct{}
+
+func (suiteWriter) Write(p []byte) (int, error) {
+	suiteMu.Lock()
+	defer suiteMu.Unlock()
+	return suiteOutput.Write(p)
+}
+
+func registerSecrets(values ...string) {
+	suiteMu.Lock()
+	defer suiteMu.Unlock()
+	for _, v := range values {
+		if len(v) >= 6 {
+			suiteSecrets[v] = true
+		}
+	}
+}
+
+func registerIssuer(i interface{ Issued() []string }) {
+	suiteMu.Lock()
+	defer suiteMu.Unlock()
+	issuers = append(issuers, i)
+}
+
+func TestMain(m *testing.M) {
+	code := awsemu.RunTests(m)
+	if code == 0 {
+		code = scanForLeaks()
+	}
+	os.Exit(code)
+}
+
+// scanForLeaks is acceptance 7: no token or secret of the whole suite in any output.
+func scanForLeaks() int {
+	suiteMu.Lock()
+	defer suiteMu.Unlock()
+	for _, i := range issuers {
+		for _, v := range i.Issued() {
+			suiteSecrets[v] = true
+		}
+	}
+	out := suiteOutput.String()
+	leaks := 0
+	for s := range suiteSecrets {
+		if strings.Contains(out, s) {
+			leaks++
+			fmt.Fprintf(os.Stderr, "LEAK: a secret of %d bytes (prefix %.4s…) appears in the suite's logs/metrics/reports\n", len(s), s)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "leak scan: %d secrets checked against %d bytes of logs, metrics and reports: %d found\n", len(suiteSecrets), len(out), leaks)
+	if leaks > 0 {
+		return 1
+	}
+	return 0
+}
+
+func randID() string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// env is one isolated installation: its own prefix and state table in the shared moto.
+type env struct {
+	t       *testing.T
+	prefix  string
+	table   string
+	sm      *secretsmanager.Client
+	ddb     *dynamodb.Client
+	store   *secretstore.Store
+	ledger  *ledger.Ledger
+	now     func() time.Time
+	engine  *refresher.Engine
+	options refresher.Options
+}
+
+func newEnv(t *testing.T, now func() time.Time, tune func(*refresher.Options)) *env {
+	t.Helper()
+	srv := awsemu.Shared(t)
+	cfg := srv.AWSConfig(t)
+	e := &env{t: t, prefix: "tr-" + randID() + "/", table: "tr-" + randID(), now: now}
+	e.sm = secretsmanager.NewFromConfig(cfg)
+	e.ddb = dynamodb.NewFromConfig(cfg)
+	if err := ledger.CreateTable(context.Background(), e.ddb, e.table); err != nil {
+		t.Fatalf("create table: %v", err)
+	}
+	e.store = secretstore.New(e.sm)
+	e.ledger = ledger.New(e.ddb, ledger.Options{Table: e.table, Now: now})
+	e.options = refresher.Options{
+		Secrets:         e.store,
+		Ledger:          e.ledger,
+		Prefix:          e.prefix,
+		ProviderTimeout: 5 * time.Second,
+		Attempts:        2,
+		Backoff:         10 * time.Millisecond,
+		PersistBudget:   2 * time.Second,
+		ClockSkew:       time.Second,
+		Logger:          slog.New(slog.NewJSONHandler(logSink(), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Metrics:         suiteWriter{},
+		Now:             now,
+	}
+	if tune != nil {
+		tune(&e.options)
+	}
+	eng, err := refresher.New(e.options)
+	if err != nil {
+		t.Fatalf("engine: %v", err)
+	}
+	e.engine = eng
+	return e
+}
+
+// seed writes a private document as an operator would.
+func (e *env) seed(name string, doc map[string]any) string {
+	e.t.Helper()
+	raw, err := json.Marshal(doc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	registerSecretsIn(doc)
+	id, err := e.store.Create(context.Background(), e.prefix+"private/"+name, token.Secret(raw))
+	if err != nil {
+		e.t.Fatalf("seed %s: %v", name, err)
+	}
+	return id
+}
+
+// seedRaw writes any bytes, for the bad-input tests.
+func (e *env) seedRaw(name, raw string) {
+	e.t.Helper()
+	if _, err := e.store.Create(context.Background(), e.prefix+"private/"+name, token.Secret(raw)); err != nil {
+		e.t.Fatalf("seed %s: %v", name, err)
+	}
+}
+
+// edit puts a new AWSCURRENT version, as an operator re-seeding a token would.
+func (e *env) edit(name string, doc map[string]any) string {
+	e.t.Helper()
+	raw, err := json.Marshal(doc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	registerSecretsIn(doc)
+	id, err := e.store.PutCurrent(context.Background(), e.prefix+"private/"+name, token.Secret(raw))
+	if err != nil {
+		e.t.Fatalf("edit %s: %v", name, err)
+	}
+	return id
+}
+
+func registerSecretsIn(doc map[string]any) {
+	for k, v := range doc {
+		switch val := v.(type) {
+		case map[string]any:
+			registerSecretsIn(val)
+		case string:
+			if strings.Contains(k, "secret") || strings.Contains(k, "token") && k != "token_url" && k != "token_type" {
+				registerSecrets(val)
+			}
+		}
+	}
+}
+
+func (e *env) run(req refresher.Request) (*refresher.Report, error) {
+	e.t.Helper()
+	rep, err := e.engine.Run(context.Background(), req)
+	if rep != nil {
+		b, _ := json.Marshal(rep)
+		_, _ = suiteWriter{}.Write(append(b, '\n'))
+	}
+	return rep, err
+}
+
+func (e *env) scheduled() *refresher.Report {
+	e.t.Helper()
+	rep, err := e.run(refresher.Request{Scheduled: true})
+	if err != nil {
+		e.t.Fatalf("scheduled run: %v", err)
+	}
+	return rep
+}
+
+func outcomes(rep *refresher.Report) map[string]string {
+	m := map[string]string{}
+	for _, r := range rep.Tokens {
+		m[r.Name] = r.Outcome
+	}
+	return m
+}
+
+func row(t *testing.T, rep *refresher.Report, name string) refresher.Row {
+	t.Helper()
+	for _, r := range rep.Tokens {
+		if r.Name == name {
+			return r
+		}
+	}
+	t.Fatalf("no row for %s in %+v", name, rep.Tokens)
+	return refresher.Row{}
+}
+
+// committed reads the private document the token record points at (by VersionId).
+func (e *env) committed(name string) (*token.Private, ledger.Record) {
+	e.t.Helper()
+	ctx := context.Background()
+	rec, err := e.ledger.Get(ctx, name)
+	if err != nil {
+		e.t.Fatalf("record %s: %v", name, err)
+	}
+	v, err := e.store.GetVersion(ctx, e.prefix+"private/"+name, rec.VersionID)
+	if err != nil {
+		e.t.Fatalf("private %s@%s: %v", name, rec.VersionID, err)
+	}
+	doc, err := token.ParsePrivate([]byte(v.Value.Reveal()))
+	if err != nil {
+		e.t.Fatalf("parse private %s: %v", name, err)
+	}
+	return doc, rec
+}
+
+// current reads AWSCURRENT of the private secret.
+func (e *env) current(name string) (*token.Private, string) {
+	e.t.Helper()
+	v, err := e.store.GetCurrent(context.Background(), e.prefix+"private/"+name)
+	if err != nil {
+		e.t.Fatalf("current %s: %v", name, err)
+	}
+	doc, err := token.ParsePrivate([]byte(v.Value.Reveal()))
+	if err != nil {
+		e.t.Fatalf("parse current %s: %v", name, err)
+	}
+	return doc, v.ID
+}
+
+// accessRaw reads the consumers' secret as raw JSON fields.
+func (e *env) accessRaw(name string) map[string]any {
+	e.t.Helper()
+	v, err := e.store.GetCurrent(context.Background(), e.prefix+"access/"+name)
+	if err != nil {
+		e.t.Fatalf("access %s: %v", name, err)
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal([]byte(v.Value.Reveal()), &m); err != nil {
+		e.t.Fatalf("access %s: %v", name, err)
+	}
+	return m
+}
+
+func (e *env) accessExists(name string) bool {
+	_, err := e.store.GetCurrent(context.Background(), e.prefix+"access/"+name)
+	return err == nil
+}
+
+func (e *env) versionCount(name string) int {
+	e.t.Helper()
+	vs, err := e.store.Versions(context.Background(), e.prefix+"private/"+name)
+	if err != nil {
+		e.t.Fatalf("versions %s: %v", name, err)
+	}
+	return len(vs)
+}
+
+// logSink sends engine logs to the suite's scan buffer, and also to stderr with TR_DEBUG=1.
+func logSink() io.Writer {
+	if os.Getenv("TR_DEBUG") != "" {
+		return io.MultiWriter(suiteWriter{}, os.Stderr)
+	}
+	return suiteWriter{}
+}
