@@ -509,7 +509,7 @@ func (t *tokenRun) refresh(interrupted bool) Row {
 			return t.commitAndPublish(found, to, outcomeFor(found))
 		}
 		reason := "provider rejected the refresh: " + rejection(err)
-		if interrupted {
+		if maybeSpent { // an earlier attempt (this run's or a crashed one's) may have rotated it
 			reason = interruptedReason + " (" + rejection(err) + ")"
 		}
 		next := doc.Clone()

@@ -1,0 +1,329 @@
+package reliability_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/seed-502fa48b/token-refresher/internal/awsemu"
+	"github.com/seed-502fa48b/token-refresher/internal/bootstrapbin"
+	"github.com/seed-502fa48b/token-refresher/internal/faultproxy"
+	"github.com/seed-502fa48b/token-refresher/internal/lambdaemu"
+	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
+	"github.com/seed-502fa48b/token-refresher/pkg/refresher"
+	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
+	"github.com/seed-502fa48b/token-refresher/pkg/token"
+)
+
+// soak reports whether the full trial counts were asked for (make soak).
+func soak() bool { return os.Getenv("TR_SOAK") != "" }
+
+// trials is n under `make soak`, short otherwise.
+func trials(full, short int) int {
+	if soak() {
+		return full
+	}
+	return short
+}
+
+// Every log line, metric and report of the suite lands in suiteOutput; every secret issued
+// or seeded is checked against it after the run.
+var (
+	suiteMu      sync.Mutex
+	suiteOutput  bytes.Buffer
+	suiteSecrets = map[string]bool{}
+	issuers      []interface{ Issued() []string }
+)
+
+type suiteWriter struct{}
+
+func (suiteWriter) Write(p []byte) (int, error) {
+	suiteMu.Lock()
+	defer suiteMu.Unlock()
+	return suiteOutput.Write(p)
+}
+
+func registerSecrets(values ...string) {
+	suiteMu.Lock()
+	defer suiteMu.Unlock()
+	for _, v := range values {
+		if len(v) >= 6 {
+			suiteSecrets[v] = true
+		}
+	}
+}
+
+func registerIssuer(i interface{ Issued() []string }) {
+	suiteMu.Lock()
+	defer suiteMu.Unlock()
+	issuers = append(issuers, i)
+}
+
+func TestMain(m *testing.M) {
+	code := awsemu.RunTests(m)
+	if code == 0 {
+		code = scanForLeaks()
+	}
+	os.Exit(code)
+}
+
+func scanForLeaks() int {
+	suiteMu.Lock()
+	defer suiteMu.Unlock()
+	for _, i := range issuers {
+		for _, v := range i.Issued() {
+			suiteSecrets[v] = true
+		}
+	}
+	out := suiteOutput.String()
+	leaks := 0
+	for s := range suiteSecrets {
+		if strings.Contains(out, s) {
+			leaks++
+			fmt.Fprintf(os.Stderr, "LEAK: a secret of %d bytes (prefix %.4s…) appears in the output\n", len(s), s)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "leak scan: %d secrets checked against %d bytes of logs, metrics and reports: %d found\n", len(suiteSecrets), len(out), leaks)
+	if leaks > 0 {
+		return 1
+	}
+	return 0
+}
+
+func randID() string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// env is one isolated installation (prefix + table) in the shared moto, reached through
+// its own fault proxy.
+type env struct {
+	t      *testing.T
+	prefix string
+	table  string
+	proxy  *faultproxy.Proxy
+	sm     *secretsmanager.Client // direct to moto: the test's own reads never see faults
+	ddb    *dynamodb.Client
+	store  *secretstore.Store
+	ledger *ledger.Ledger
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	srv := awsemu.Shared(t)
+	cfg := srv.AWSConfig(t)
+	p, err := faultproxy.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	e := &env{t: t, prefix: "rel-" + randID() + "/", table: "rel-" + randID(), proxy: p}
+	e.sm = secretsmanager.NewFromConfig(cfg)
+	e.ddb = dynamodb.NewFromConfig(cfg)
+	if err := ledger.CreateTable(context.Background(), e.ddb, e.table); err != nil {
+		t.Fatal(err)
+	}
+	e.store = secretstore.New(e.sm)
+	e.ledger = ledger.New(e.ddb, ledger.Options{Table: e.table})
+	return e
+}
+
+// functionEnv is the bootstrap's environment: AWS through the fault proxy, short leases so
+// a crashed holder is recoverable in seconds.
+func (e *env) functionEnv(extra ...string) []string {
+	base := append(awsemu.Shared(e.t).Env(),
+		"AWS_ENDPOINT_URL="+e.proxy.URL(),
+		"STATE_TABLE="+e.table,
+		"SECRET_PREFIX="+e.prefix,
+		"PROVIDER_TIMEOUT=2s",
+		"PROVIDER_ATTEMPTS=2",
+		"PROVIDER_BACKOFF=50ms",
+		"PERSIST_BUDGET=2s",
+		"LEASE_SKEW=500ms",
+		// The SDK's own retries are part of the system under test; keep the default.
+	)
+	return append(base, extra...)
+}
+
+// function starts one real bootstrap process behind the runtime emulator.
+func (e *env) function(timeout time.Duration, extra ...string) *lambdaemu.Emulator {
+	e.t.Helper()
+	bin, err := bootstrapbin.Path(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	emu, err := lambdaemu.Start(context.Background(), lambdaemu.Options{
+		Binary:  bin,
+		Env:     e.functionEnv(extra...),
+		Timeout: timeout,
+		Stdout:  suiteWriter{},
+		Stderr:  suiteWriter{},
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = emu.Close() })
+	return emu
+}
+
+// invoke runs one event and decodes the report; a function error is returned as err with
+// the report nil (Lambda drops the payload on error).
+func invoke(ctx context.Context, emu *lambdaemu.Emulator, event string) (*refresher.Report, error) {
+	res, err := emu.Invoke(ctx, []byte(event))
+	if err != nil {
+		return nil, err
+	}
+	if res.Err != nil {
+		_, _ = suiteWriter{}.Write([]byte(res.Err.Message + "\n"))
+		return nil, res.Err
+	}
+	_, _ = suiteWriter{}.Write(append(res.Payload, '\n'))
+	var rep refresher.Report
+	if err := json.Unmarshal(res.Payload, &rep); err != nil {
+		return nil, err
+	}
+	return &rep, nil
+}
+
+func outcomeOf(rep *refresher.Report, name string) string {
+	if rep == nil {
+		return ""
+	}
+	for _, r := range rep.Tokens {
+		if r.Name == name {
+			return r.Outcome
+		}
+	}
+	return ""
+}
+
+// engine builds an in-process engine against moto through the proxy (for tests that need
+// an injected clock rather than a process).
+func (e *env) engine(now func() time.Time, tune func(*refresher.Options)) *refresher.Engine {
+	e.t.Helper()
+	cfg := awsemu.Shared(e.t).AWSConfig(e.t)
+	cfg.BaseEndpoint = aws.String(e.proxy.URL())
+	opts := refresher.Options{
+		Secrets:         secretstore.New(secretsmanager.NewFromConfig(cfg)),
+		Ledger:          ledger.New(dynamodb.NewFromConfig(cfg), ledger.Options{Table: e.table, Now: now}),
+		Prefix:          e.prefix,
+		ProviderTimeout: 2 * time.Second,
+		Attempts:        2,
+		Backoff:         20 * time.Millisecond,
+		PersistBudget:   2 * time.Second,
+		ClockSkew:       500 * time.Millisecond,
+		Logger:          slog.New(slog.NewJSONHandler(logSink(), nil)),
+		Metrics:         suiteWriter{},
+		Now:             now,
+	}
+	if tune != nil {
+		tune(&opts)
+	}
+	eng, err := refresher.New(opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return eng
+}
+
+func logSink() io.Writer {
+	if os.Getenv("TR_DEBUG") != "" {
+		return io.MultiWriter(suiteWriter{}, os.Stderr)
+	}
+	return suiteWriter{}
+}
+
+func (e *env) seed(name string, doc map[string]any) string {
+	e.t.Helper()
+	raw, err := json.Marshal(doc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	id, err := e.store.Create(context.Background(), e.prefix+"private/"+name, token.Secret(raw))
+	if err != nil {
+		e.t.Fatalf("seed %s: %v", name, err)
+	}
+	return id
+}
+
+// committed reads the document the token record points at (by VersionId).
+func (e *env) committed(name string) (*token.Private, ledger.Record) {
+	e.t.Helper()
+	ctx := context.Background()
+	rec, err := e.ledger.Get(ctx, name)
+	if err != nil {
+		e.t.Fatalf("record %s: %v", name, err)
+	}
+	v, err := e.store.GetVersion(ctx, e.prefix+"private/"+name, rec.VersionID)
+	if err != nil {
+		e.t.Fatalf("private %s@%s: %v", name, rec.VersionID, err)
+	}
+	doc, err := token.ParsePrivate([]byte(v.Value.Reveal()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return doc, rec
+}
+
+func (e *env) currentID(name string) string {
+	e.t.Helper()
+	v, err := e.store.GetCurrent(context.Background(), e.prefix+"private/"+name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return v.ID
+}
+
+// expireLease stands for time passing past a crashed holder's lease: it moves lease_until
+// into the past (the lease is a few seconds long; waiting would only make the suite slow).
+func (e *env) expireLease(name string) {
+	e.t.Helper()
+	past := strconv.FormatInt(time.Now().Add(-time.Minute).UnixMilli(), 10)
+	_, err := e.ddb.UpdateItem(context.Background(), &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(e.table),
+		Key:                       map[string]ddbtypes.AttributeValue{"pk": &ddbtypes.AttributeValueMemberS{Value: "token#" + name}},
+		UpdateExpression:          aws.String("SET lease_until = :past"),
+		ConditionExpression:       aws.String("attribute_exists(lease_until)"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":past": &ddbtypes.AttributeValueMemberN{Value: past}},
+	})
+	if err != nil && !strings.Contains(err.Error(), "ConditionalCheckFailed") {
+		e.t.Fatalf("expire lease: %v", err)
+	}
+}
+
+func rotatingDoc(url, clientID, clientSecret, rt, grace string) map[string]any {
+	registerSecrets(clientSecret, rt)
+	return map[string]any{
+		"provider": map[string]any{
+			"grant": "refresh_token", "body": "form", "token_url": url,
+			"client_id": clientID, "client_secret": clientSecret, "client_auth": "basic",
+			"reuse_grace": grace,
+		},
+		"policy":        map[string]any{"refresh_margin": "5m"},
+		"refresh_token": rt,
+	}
+}
+
+const scheduledEvent = `{"version":"0","id":"0d0f1a2b-0000-4000-8000-000000000001","detail-type":"Scheduled Event","source":"aws.events","account":"123456789012","time":"2026-11-22T00:00:00Z","region":"us-east-1","resources":["arn:aws:events:us-east-1:123456789012:rule/token-refresher"],"detail":{}}`
+
+func forceEvent(names ...string) string {
+	b, _ := json.Marshal(map[string]any{"tokens": names, "force": true})
+	return string(b)
+}
