@@ -58,7 +58,6 @@ func newEnv(t *testing.T) *env { return newEnvTB(t) }
 func newEnvTB(t testing.TB) *env {
 	t.Helper()
 	cfg := awsemu.Shared(t).AWSConfig(t)
-	cfg.HTTPClient = serialHTTPClient()
 	raw := dynamodb.NewFromConfig(cfg)
 	table := "tr-test-" + uuid.NewString()[:12]
 	ctx := context.Background()

@@ -32,7 +32,6 @@ type env struct {
 func newEnv(t *testing.T) env {
 	t.Helper()
 	cfg := awsemu.Shared(t).AWSConfig(t)
-	cfg.HTTPClient = serialHTTPClient()
 	raw := secretsmanager.NewFromConfig(cfg)
 	return env{raw: raw, store: secretstore.New(raw), ctx: context.Background()}
 }

@@ -1,0 +1,655 @@
+package reliability_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/seed-502fa48b/token-refresher/internal/faultproxy"
+	"github.com/seed-502fa48b/token-refresher/internal/lambdaemu"
+	"github.com/seed-502fa48b/token-refresher/internal/providersim"
+	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
+	"github.com/seed-502fa48b/token-refresher/pkg/refresher"
+	"github.com/seed-502fa48b/token-refresher/pkg/token"
+)
+
+// concTimeout is each invocation's Lambda timeout: far above one refresh (about 6 s with the
+// harness's tuning), so a slow moment on 2 cores never turns into "not started".
+const concTimeout = 30 * time.Second
+
+// concInvocations is how many separate bootstrap processes race for one token.
+const concInvocations = 50
+
+// concRotating starts a rotating-refresh-token provider with the given reuse grace.
+func concRotating(t *testing.T, grace time.Duration) (sim *providersim.Rotating, clientID, clientSecret string) {
+	t.Helper()
+	clientID, clientSecret = "app-"+randID(), "cs-"+randID()+randID()
+	registerSecrets(clientSecret)
+	sim = providersim.NewRotating(providersim.RotatingOptions{ClientID: clientID, ClientSecret: clientSecret, ReuseGrace: grace})
+	t.Cleanup(sim.Close)
+	registerIssuer(sim)
+	return sim, clientID, clientSecret
+}
+
+// concTokensEvent is a direct invoke for names without force: the engine refreshes only
+// what is due, so a late invocation that finds the refresh committed says not_due.
+func concTokensEvent(names ...string) string {
+	b, _ := json.Marshal(map[string]any{"tokens": names})
+	return string(b)
+}
+
+// concResult is one invocation's outcome for one token. A function error (some token
+// failed) has no payload, so its message stands in as detail.
+type concResult struct {
+	outcome string
+	detail  string
+	err     error // the emulator's own error (timeout, killed): never expected
+}
+
+func concInvoke(ctx context.Context, emu *lambdaemu.Emulator, event, name string) concResult {
+	rep, err := invoke(ctx, emu, event)
+	if err != nil {
+		var fe *lambdaemu.FunctionError
+		if errors.As(err, &fe) {
+			return concResult{outcome: refresher.OutcomeFailed, detail: fe.Message}
+		}
+		return concResult{outcome: "invoke error", detail: err.Error(), err: err}
+	}
+	for _, r := range rep.Tokens {
+		if r.Name == name {
+			return concResult{outcome: r.Outcome, detail: r.Error}
+		}
+	}
+	return concResult{outcome: "missing", detail: fmt.Sprintf("no row for %s in the report", name)}
+}
+
+// concState is what a reader sees of one token: the record's pointer, AWSCURRENT, the
+// committed and published documents, and every private version. Values stay inside the
+// test; failures only say which part differs.
+type concState struct {
+	versionID    string
+	generation   int64
+	status       string
+	reason       string
+	leaseHolder  string
+	inflight     bool
+	current      string
+	committed    string // raw committed private document
+	refreshToken string
+	access       string // raw access document
+	versions     []string
+}
+
+func (e *env) concSnapshot(name string) concState {
+	e.t.Helper()
+	ctx := context.Background()
+	doc, rec := e.committed(name)
+	raw, err := e.store.GetVersion(ctx, e.prefix+"private/"+name, rec.VersionID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	s := concState{
+		versionID: rec.VersionID, generation: rec.Generation, status: rec.Status, reason: rec.StatusReason,
+		leaseHolder: rec.LeaseHolder, inflight: rec.Inflight != nil,
+		current:      e.currentID(name),
+		committed:    raw.Value.Reveal(),
+		refreshToken: doc.RefreshToken.Reveal(),
+	}
+	if acc, err := e.store.GetCurrent(ctx, e.prefix+"access/"+name); err == nil {
+		s.access = acc.Value.Reveal()
+	}
+	vs, err := e.store.Versions(ctx, e.prefix+"private/"+name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, v := range vs {
+		s.versions = append(s.versions, v.ID)
+	}
+	sort.Strings(s.versions)
+	return s
+}
+
+// concDiff names the parts of b that differ from a (never their values).
+func concDiff(a, b concState) []string {
+	var d []string
+	if a.versionID != b.versionID {
+		d = append(d, "record version_id")
+	}
+	if a.generation != b.generation {
+		d = append(d, fmt.Sprintf("record generation (%d → %d)", a.generation, b.generation))
+	}
+	if a.status != b.status {
+		d = append(d, fmt.Sprintf("record status (%s → %s)", a.status, b.status))
+	}
+	if a.current != b.current {
+		d = append(d, "AWSCURRENT")
+	}
+	if a.committed != b.committed {
+		d = append(d, "committed private document")
+	}
+	if a.access != b.access {
+		d = append(d, "access secret")
+	}
+	if strings.Join(a.versions, ",") != strings.Join(b.versions, ",") {
+		d = append(d, fmt.Sprintf("private versions (%d → %d)", len(a.versions), len(b.versions)))
+	}
+	return d
+}
+
+// concQuotaUsed reads the quota bucket a document spends, over every quota day in days.
+func (e *env) concQuotaUsed(doc map[string]any, at ...time.Time) int {
+	e.t.Helper()
+	raw, _ := json.Marshal(doc)
+	p, err := token.ParsePrivate(raw)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	q, ok := p.Quota()
+	if !ok {
+		e.t.Fatal("document has no quota")
+	}
+	seen := map[string]bool{}
+	used := 0
+	for _, t := range at {
+		day := ledger.Day(t, q.Location)
+		if seen[day] {
+			continue
+		}
+		seen[day] = true
+		b, err := e.ledger.Quota(context.Background(), q.Key, day)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		used += b.Used
+	}
+	return used
+}
+
+// TestConcurrentInvocations: 50 separate bootstrap processes, released at once on one due
+// token of a strict single-use provider (grace 0, so any second use of the refresh token
+// is an invalid_grant). Exactly one refreshes; the provider sees exactly one request.
+func TestConcurrentInvocations(t *testing.T) {
+	e := newEnv(t)
+	sim, clientID, clientSecret := concRotating(t, 0)
+
+	emus := make([]*lambdaemu.Emulator, concInvocations)
+	for i := range emus {
+		emus[i] = e.function(concTimeout)
+	}
+
+	n := trials(20, 2)
+	var leaseHeld, notDue, requests, invalidGrant int
+	for trial := range n {
+		// A fresh token each trial is due without force: force would make an invocation
+		// that starts after the commit refresh again, legitimately.
+		name := fmt.Sprintf("conc-%d-%s", trial, randID())
+		seed := sim.Seed("")
+		e.seed(name, rotatingDoc(sim.URL(), clientID, clientSecret, seed, "0s"))
+		req0, bad0 := sim.Requests(), sim.Count(400)
+
+		ctx, cancel := context.WithTimeout(context.Background(), 2*concTimeout)
+		start := make(chan struct{})
+		results := make([]concResult, len(emus))
+		var wg sync.WaitGroup
+		for i, emu := range emus {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				results[i] = concInvoke(ctx, emu, concTokensEvent(name), name)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		cancel()
+
+		counts := map[string]int{}
+		for i, r := range results {
+			counts[r.outcome]++
+			switch r.outcome {
+			case refresher.OutcomeRefreshed, refresher.OutcomeLeaseHeld, refresher.OutcomeNotDue:
+			default:
+				t.Errorf("trial %d invocation %d: outcome %s (%s), want refreshed, lease_held or not_due", trial, i, r.outcome, r.detail)
+			}
+		}
+		gotReq, gotBad := sim.Requests()-req0, sim.Count(400)-bad0
+		requests += gotReq
+		invalidGrant += gotBad
+		leaseHeld += counts[refresher.OutcomeLeaseHeld]
+		notDue += counts[refresher.OutcomeNotDue]
+		if counts[refresher.OutcomeRefreshed] != 1 {
+			t.Errorf("trial %d: %d invocations refreshed, want exactly 1 (outcomes %v)", trial, counts[refresher.OutcomeRefreshed], counts)
+		}
+		if gotReq != 1 {
+			t.Errorf("trial %d: %d provider requests, want 1", trial, gotReq)
+		}
+		if gotBad != 0 {
+			t.Errorf("trial %d: %d invalid_grant answers, want 0", trial, gotBad)
+		}
+
+		s := e.concSnapshot(name)
+		if s.refreshToken != sim.Live(seed) || s.refreshToken == seed {
+			t.Errorf("trial %d: committed refresh token is not the provider's live one", trial)
+		}
+		if s.generation != 1 {
+			t.Errorf("trial %d: record generation %d, want 1", trial, s.generation)
+		}
+		if s.current != s.versionID {
+			t.Errorf("trial %d: AWSCURRENT is not the committed version", trial)
+		}
+		if s.leaseHolder != "" || s.inflight {
+			t.Errorf("trial %d: lease or inflight left behind (holder set %v, inflight %v)", trial, s.leaseHolder != "", s.inflight)
+		}
+		if len(s.versions) != 2 {
+			t.Errorf("trial %d: %d private versions, want 2 (seed + one refresh)", trial, len(s.versions))
+		}
+	}
+	t.Logf("figure: %d invocations × %d trials: %.2f provider requests per trial, %d invalid_grant, %d lease_held, %d not_due",
+		concInvocations, n, float64(requests)/float64(n), invalidGrant, leaseHeld, notDue)
+}
+
+// TestUnacknowledgedWrites: a write AWS applied whose answer was lost (the proxy forwards
+// it, then drops the connection). The SDK and the engine retry it; the ledger and the
+// idempotency tokens must recognise it as ours.
+func TestUnacknowledgedWrites(t *testing.T) {
+	e := newEnv(t)
+	emu := e.function(concTimeout)
+
+	sahEntity, sahSecret := "FIU-"+randID(), "es-"+randID()+randID()
+	registerSecrets(sahSecret)
+	sah := providersim.NewSahamati(providersim.SahamatiOptions{EntityID: sahEntity, Secret: sahSecret})
+	t.Cleanup(sah.Close)
+	registerIssuer(sah)
+	rot, clientID, clientSecret := concRotating(t, 0)
+
+	type counter interface{ Requests() int }
+	cases := []struct {
+		name string
+		rule func(tok string) faultproxy.Rule
+		doc  func(quotaKey string) (map[string]any, counter, func(*concState) bool)
+	}{
+		{
+			name: "claim TransactWriteItems (Sahamati, 300/day)",
+			rule: func(tok string) faultproxy.Rule {
+				return faultproxy.Rule{Op: "DynamoDB_20120810.TransactWriteItems", Match: concContains(tok)}
+			},
+			doc: func(quotaKey string) (map[string]any, counter, func(*concState) bool) {
+				return map[string]any{
+					"provider": map[string]any{"grant": "sahamati_entity", "token_url": sah.URL(), "entity_id": sahEntity, "entity_secret": sahSecret},
+					"policy":   map[string]any{"quota_key": quotaKey},
+				}, sah, nil
+			},
+		},
+		{
+			name: "commit UpdateItem (rotating, quota policy)",
+			rule: func(tok string) faultproxy.Rule {
+				return faultproxy.Rule{Op: "DynamoDB_20120810.UpdateItem", Match: concContains(tok, "prev_version_id")}
+			},
+			doc: func(quotaKey string) (map[string]any, counter, func(*concState) bool) {
+				seed := rot.Seed("")
+				d := rotatingDoc(rot.URL(), clientID, clientSecret, seed, "0s")
+				d["policy"] = map[string]any{"refresh_margin": "5m", "quota_key": quotaKey, "daily_limit": 100}
+				return d, rot, func(s *concState) bool { return s.refreshToken == rot.Live(seed) && s.refreshToken != seed }
+			},
+		},
+		{
+			name: "persist PutSecretValue TR_PENDING (rotating, quota policy)",
+			rule: func(tok string) faultproxy.Rule {
+				return faultproxy.Rule{Op: "secretsmanager.PutSecretValue", Match: concContains(tok, refresher.PendingStage)}
+			},
+			doc: func(quotaKey string) (map[string]any, counter, func(*concState) bool) {
+				seed := rot.Seed("")
+				d := rotatingDoc(rot.URL(), clientID, clientSecret, seed, "0s")
+				d["policy"] = map[string]any{"refresh_margin": "5m", "quota_key": quotaKey, "daily_limit": 100}
+				return d, rot, func(s *concState) bool { return s.refreshToken == rot.Live(seed) && s.refreshToken != seed }
+			},
+		},
+	}
+
+	n := trials(10, 2)
+	var faults, over, under, provider, runs int
+	var lines []string
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var cFaults, cOver, cUnder, cProvider int
+			for trial := range n {
+				name := fmt.Sprintf("unack-%d-%s", trial, randID())
+				doc, sim, liveOK := c.doc("conc-q-" + randID())
+				e.seed(name, doc)
+				before := e.concSnapshot(name)
+
+				var fired atomic.Int32
+				rule := c.rule(name)
+				rule.Drop, rule.Times = faultproxy.DropAfterForward, 1
+				rule.After = func(string) { fired.Add(1) }
+				remove := e.proxy.Add(rule)
+
+				t0 := time.Now()
+				req0 := sim.Requests()
+				ctx, cancel := context.WithTimeout(context.Background(), 2*concTimeout)
+				r := concInvoke(ctx, emu, concTokensEvent(name), name)
+				cancel()
+				remove()
+				made := sim.Requests() - req0
+				used := e.concQuotaUsed(doc, t0, time.Now())
+				after := e.concSnapshot(name)
+
+				cFaults += int(fired.Load())
+				cProvider += made
+				if used < made {
+					cUnder++
+				} else {
+					cOver += used - made
+				}
+				if fired.Load() != 1 {
+					t.Errorf("trial %d: the fault fired %d times, want 1", trial, fired.Load())
+				}
+				if r.outcome != refresher.OutcomeRefreshed {
+					t.Errorf("trial %d: outcome %s (%s), want refreshed", trial, r.outcome, r.detail)
+				}
+				if made != 1 {
+					t.Errorf("trial %d: %d provider requests, want 1", trial, made)
+				}
+				if used < made {
+					t.Errorf("trial %d: quota used %d < %d provider requests (under-count)", trial, used, made)
+				}
+				if used > made+int(fired.Load()) {
+					t.Errorf("trial %d: quota used %d, more than %d provider requests + 1 per fault", trial, used, made)
+				}
+				if after.generation != before.generation+1 {
+					t.Errorf("trial %d: generation %d → %d, want exactly +1", trial, before.generation, after.generation)
+				}
+				if after.current != after.versionID || after.versionID == before.versionID {
+					t.Errorf("trial %d: AWSCURRENT is not the newly committed version", trial)
+				}
+				if len(after.versions) != len(before.versions)+1 {
+					t.Errorf("trial %d: private versions %d → %d, want exactly one new version", trial, len(before.versions), len(after.versions))
+				}
+				if after.leaseHolder != "" || after.inflight {
+					t.Errorf("trial %d: lease or inflight left behind", trial)
+				}
+				if after.access == "" {
+					t.Errorf("trial %d: access secret not published", trial)
+				}
+				if liveOK != nil && !liveOK(&after) {
+					t.Errorf("trial %d: committed refresh token is not the provider's live one", trial)
+				}
+			}
+			perFault := 0.0
+			if cFaults > 0 {
+				perFault = float64(cOver) / float64(cFaults)
+			}
+			lines = append(lines, fmt.Sprintf("%s: %d faults, %d provider requests, over-count %.2f per fault, %d under-counts", c.name, cFaults, cProvider, perFault, cUnder))
+			faults += cFaults
+			over += cOver
+			under += cUnder
+			provider += cProvider
+			runs += n
+		})
+	}
+	for _, l := range lines {
+		t.Logf("figure: %s", l)
+	}
+	perFault := 0.0
+	if faults > 0 {
+		perFault = float64(over) / float64(faults)
+	}
+	t.Logf("figure: applied-but-unacknowledged writes: %d faults injected over %d refreshes, %d provider requests, over-count %.2f per fault, %d under-counts",
+		faults, runs, provider, perFault, under)
+}
+
+// concContains matches a request body holding every one of parts.
+func concContains(parts ...string) func([]byte) bool {
+	return func(body []byte) bool {
+		for _, p := range parts {
+			if !bytes.Contains(body, []byte(p)) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// TestStaleHolder: invocation A is frozen (SIGSTOP) while it holds the lease, its lease
+// runs out, invocation B refreshes, then A wakes up and finishes. Nothing A does may
+// overwrite B's committed state, and no refresh token may be lost silently.
+func TestStaleHolder(t *testing.T) {
+	e := newEnv(t)
+	graceSim, graceID, graceSecret := concRotating(t, 60*time.Second)
+	strictSim, strictID, strictSecret := concRotating(t, 0)
+	emuA := e.function(concTimeout)
+	emuB := e.function(concTimeout)
+
+	// pause installs the hook that freezes A at its moment and returns a function that
+	// removes it; a hook that holds A's request in the proxy waits for hold.
+	type pauseFn func(t *testing.T, tok string, paused func(), hold <-chan struct{}) (remove func())
+	afterProviderCall := func(sim *providersim.Rotating) pauseFn {
+		return func(t *testing.T, tok string, paused func(), _ <-chan struct{}) func() {
+			// Only A talks to the provider until B starts; the request has arrived and is
+			// processed (rotation done) while A cannot read the answer.
+			sim.OnRequest(func() {
+				if err := emuA.Signal(syscall.SIGSTOP); err != nil {
+					t.Errorf("SIGSTOP A: %v", err)
+				}
+				paused()
+			})
+			return func() { sim.OnRequest(nil) }
+		}
+	}
+	persistInFlight := func(t *testing.T, tok string, paused func(), hold <-chan struct{}) func() {
+		return e.proxy.Add(faultproxy.Rule{
+			Op: "secretsmanager.PutSecretValue", Match: concContains(tok, refresher.PendingStage), Times: 1,
+			Before: func(string) {
+				if err := emuA.Signal(syscall.SIGSTOP); err != nil {
+					t.Errorf("SIGSTOP A: %v", err)
+				}
+				paused()
+				<-hold // A's write reaches Secrets Manager only after B has committed
+			},
+		})
+	}
+	beforeProviderCall := func(t *testing.T, tok string, paused func(), _ <-chan struct{}) func() {
+		return e.proxy.Add(faultproxy.Rule{
+			Op: "DynamoDB_20120810.TransactWriteItems", Match: concContains(tok), Times: 1,
+			After: func(string) {
+				// The claim is applied; A gets its answer only when it wakes up.
+				if err := emuA.Signal(syscall.SIGSTOP); err != nil {
+					t.Errorf("SIGSTOP A: %v", err)
+				}
+				paused()
+			},
+		})
+	}
+
+	variants := []struct {
+		name                 string
+		sim                  *providersim.Rotating
+		clientID, secret     string
+		grace                string
+		pause                pauseFn
+		wantB                string // B's outcome
+		wantFinal            string // final status: active (live == committed) or needs_reauth (interrupted)
+		wantProviderRequests int
+	}{
+		{"after A's provider call, grace 60s", graceSim, graceID, graceSecret, "60s", afterProviderCall(graceSim), refresher.OutcomeRefreshed, token.StatusActive, 2},
+		{"after A's provider call, strict single use", strictSim, strictID, strictSecret, "0s", afterProviderCall(strictSim), refresher.OutcomeNeedsReauth, token.StatusNeedsReauth, 2},
+		{"with A's persist in flight, grace 60s", graceSim, graceID, graceSecret, "60s", persistInFlight, refresher.OutcomeRefreshed, token.StatusActive, 2},
+		{"before A's provider call, grace 60s", graceSim, graceID, graceSecret, "60s", beforeProviderCall, refresher.OutcomeRefreshed, token.StatusActive, 2},
+		{"before A's provider call, strict single use", strictSim, strictID, strictSecret, "0s", beforeProviderCall, refresher.OutcomeRefreshed, token.StatusActive, 2},
+	}
+
+	var lines []string
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			name := "stale-" + randID()
+			seed := v.sim.Seed("")
+			e.seed(name, rotatingDoc(v.sim.URL(), v.clientID, v.secret, seed, v.grace))
+			req0, bad0 := v.sim.Requests(), v.sim.Count(400)
+
+			pausedCh := make(chan struct{})
+			var pausedOnce sync.Once
+			hold := make(chan struct{})
+			var holdOnce sync.Once
+			release := func() { holdOnce.Do(func() { close(hold) }) }
+			t.Cleanup(release)                                     // never leave a proxy handler waiting
+			t.Cleanup(func() { _ = emuA.Signal(syscall.SIGCONT) }) // nor A frozen
+			remove := v.pause(t, name, func() { pausedOnce.Do(func() { close(pausedCh) }) }, hold)
+			defer remove()
+
+			ctx, cancel := context.WithTimeout(context.Background(), 2*concTimeout)
+			defer cancel()
+			aDone := make(chan concResult, 1)
+			go func() { aDone <- concInvoke(ctx, emuA, concTokensEvent(name), name) }()
+			select {
+			case <-pausedCh:
+			case r := <-aDone:
+				t.Fatalf("A finished without reaching the pause point: %s (%s)", r.outcome, r.detail)
+			case <-ctx.Done():
+				t.Fatal("A never reached the pause point")
+			}
+			remove()
+			if _, rec := e.committed(name); rec.LeaseHolder == "" || rec.Inflight == nil {
+				t.Fatalf("A is frozen but holds no lease with inflight (holder set %v, inflight %v)", rec.LeaseHolder != "", rec.Inflight != nil)
+			}
+			e.expireLease(name) // A stays frozen past its lease
+
+			b := concInvoke(ctx, emuB, concTokensEvent(name), name)
+			if b.outcome != v.wantB {
+				t.Errorf("B: outcome %s (%s), want %s", b.outcome, b.detail, v.wantB)
+			}
+			afterB := e.concSnapshot(name)
+			if afterB.generation != 1 || afterB.current != afterB.versionID {
+				t.Errorf("after B: generation %d (want 1), AWSCURRENT on the committed version %v", afterB.generation, afterB.current == afterB.versionID)
+			}
+
+			if err := emuA.Signal(syscall.SIGCONT); err != nil {
+				t.Fatalf("SIGCONT A: %v", err)
+			}
+			release()
+			var a concResult
+			select {
+			case a = <-aDone:
+			case <-ctx.Done():
+				t.Fatal("A never finished after SIGCONT")
+			}
+			afterA := e.concSnapshot(name)
+
+			overwrites := concDiff(afterB, afterA)
+			if len(overwrites) > 0 {
+				t.Errorf("A overwrote B's committed state: %s differ", strings.Join(overwrites, ", "))
+			}
+			if afterA.leaseHolder != "" || afterA.inflight {
+				t.Errorf("lease or inflight left behind (holder set %v, inflight %v)", afterA.leaseHolder != "", afterA.inflight)
+			}
+			// A's own commit must not succeed: B committed that generation, A no longer
+			// holds the lease (DESIGN.md §3 step 5).
+			if a.outcome != refresher.OutcomeFailed || !strings.Contains(a.detail, "lease lost") {
+				t.Errorf("A (stale holder): outcome %s (%q), want failed with \"lease lost\"", a.outcome, a.detail)
+			}
+
+			live := v.sim.Live(seed)
+			final := afterA.status
+			switch v.wantFinal {
+			case token.StatusActive:
+				if final != token.StatusActive || afterA.refreshToken != live || live == seed {
+					t.Errorf("final: status %s, committed refresh token is live %v; want active with the live token", final, afterA.refreshToken == live)
+				}
+			case token.StatusNeedsReauth:
+				if final != token.StatusNeedsReauth || !strings.Contains(afterA.reason, "refresh interrupted before the new token was saved") {
+					t.Errorf("final: status %s reason %q; want needs_reauth with the interrupted reason", final, afterA.reason)
+				}
+			}
+			reqs, bad := v.sim.Requests()-req0, v.sim.Count(400)-bad0
+			if reqs != v.wantProviderRequests {
+				t.Errorf("%d provider requests, want %d (A's and B's)", reqs, v.wantProviderRequests)
+			}
+			kept := "live == committed"
+			if final == token.StatusNeedsReauth {
+				kept = "needs_reauth (" + afterA.reason + ")"
+			}
+			lines = append(lines, fmt.Sprintf("A frozen %s: B %s, A %s, %d overwrites, %d provider requests (%d invalid_grant), %s",
+				v.name, b.outcome, a.outcome, len(overwrites), reqs, bad, kept))
+		})
+	}
+	for _, l := range lines {
+		t.Logf("figure: %s", l)
+	}
+}
+
+// TestDuplicateScheduledEvent: EventBridge delivers at least once, so the same scheduled
+// event may arrive several times within a second, to separate execution environments.
+func TestDuplicateScheduledEvent(t *testing.T) {
+	e := newEnv(t)
+	sim, clientID, clientSecret := concRotating(t, 0)
+	emus := []*lambdaemu.Emulator{e.function(concTimeout), e.function(concTimeout), e.function(concTimeout)}
+
+	n := trials(10, 2)
+	var lines []string
+	for _, mode := range []string{"concurrently", "sequentially"} {
+		var requests, refreshed, others, trialsRun int
+		for trial := range n {
+			name := fmt.Sprintf("dup-%s-%d-%s", mode[:3], trial, randID())
+			seed := sim.Seed("")
+			e.seed(name, rotatingDoc(sim.URL(), clientID, clientSecret, seed, "0s"))
+			req0, bad0 := sim.Requests(), sim.Count(400)
+
+			ctx, cancel := context.WithTimeout(context.Background(), 2*concTimeout)
+			results := make([]concResult, len(emus))
+			if mode == "concurrently" {
+				start := make(chan struct{})
+				var wg sync.WaitGroup
+				for i, emu := range emus {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						<-start
+						results[i] = concInvoke(ctx, emu, scheduledEvent, name)
+					}()
+				}
+				close(start)
+				wg.Wait()
+			} else {
+				for i, emu := range emus {
+					results[i] = concInvoke(ctx, emu, scheduledEvent, name)
+				}
+			}
+			cancel()
+
+			counts := map[string]int{}
+			for _, r := range results {
+				counts[r.outcome]++
+			}
+			got := sim.Requests() - req0
+			requests += got
+			refreshed += counts[refresher.OutcomeRefreshed]
+			others += counts[refresher.OutcomeLeaseHeld] + counts[refresher.OutcomeNotDue]
+			trialsRun++
+			if got != 1 || sim.Count(400) != bad0 {
+				t.Errorf("%s trial %d: %d provider requests (%d invalid_grant), want exactly 1 (0)", mode, trial, got, sim.Count(400)-bad0)
+			}
+			if counts[refresher.OutcomeRefreshed] != 1 || counts[refresher.OutcomeLeaseHeld]+counts[refresher.OutcomeNotDue] != len(emus)-1 {
+				t.Errorf("%s trial %d: outcomes %v, want 1 refreshed and the others lease_held or not_due", mode, trial, counts)
+			}
+			if mode == "sequentially" && results[0].outcome != refresher.OutcomeRefreshed {
+				t.Errorf("sequential trial %d: first delivery %s, want refreshed", trial, results[0].outcome)
+			}
+			if s := e.concSnapshot(name); s.refreshToken != sim.Live(seed) || s.generation != 1 {
+				t.Errorf("%s trial %d: generation %d (want 1), committed refresh token live %v", mode, trial, s.generation, s.refreshToken == sim.Live(seed))
+			}
+		}
+		lines = append(lines, fmt.Sprintf("same scheduled event ×%d %s, %d trials: %.2f provider requests per trial, %d refreshed, %d lease_held/not_due",
+			len(emus), mode, trialsRun, float64(requests)/float64(trialsRun), refreshed, others))
+	}
+	for _, l := range lines {
+		t.Logf("figure: %s", l)
+	}
+}
