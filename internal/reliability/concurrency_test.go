@@ -89,33 +89,67 @@ type concState struct {
 	versions     []string
 }
 
-func (e *env) concSnapshot(name string) concState {
-	e.t.Helper()
+func (e *env) concSnapshot(t *testing.T, name string) concState {
+	t.Helper()
 	ctx := context.Background()
-	doc, rec := e.committed(name)
-	raw, err := e.store.GetVersion(ctx, e.prefix+"private/"+name, rec.VersionID)
+	priv := e.prefix + "private/" + name
+	rec, err := e.ledger.Get(ctx, name)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatalf("record %s: %v", name, err)
+	}
+	raw, err := e.store.GetVersion(ctx, priv, rec.VersionID)
+	if err != nil {
+		t.Fatalf("private %s@%s: %v", name, rec.VersionID, err)
+	}
+	doc, err := token.ParsePrivate([]byte(raw.Value.Reveal()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := e.store.GetCurrent(ctx, priv)
+	if err != nil {
+		t.Fatal(err)
 	}
 	s := concState{
 		versionID: rec.VersionID, generation: rec.Generation, status: rec.Status, reason: rec.StatusReason,
 		leaseHolder: rec.LeaseHolder, inflight: rec.Inflight != nil,
-		current:      e.currentID(name),
+		current:      cur.ID,
 		committed:    raw.Value.Reveal(),
 		refreshToken: doc.RefreshToken.Reveal(),
 	}
 	if acc, err := e.store.GetCurrent(ctx, e.prefix+"access/"+name); err == nil {
 		s.access = acc.Value.Reveal()
 	}
-	vs, err := e.store.Versions(ctx, e.prefix+"private/"+name)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, v := range vs {
-		s.versions = append(s.versions, v.ID)
-	}
-	sort.Strings(s.versions)
+	s.versions = e.concVersions(t, name)
 	return s
+}
+
+// concVersions lists every private version id of name, sorted.
+func (e *env) concVersions(t *testing.T, name string) []string {
+	t.Helper()
+	vs, err := e.store.Versions(context.Background(), e.prefix+"private/"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, 0, len(vs))
+	for _, v := range vs {
+		ids = append(ids, v.ID)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// concSeed writes a new private secret (as an operator would) and returns its version id.
+func (e *env) concSeed(t *testing.T, name string, doc map[string]any) string {
+	t.Helper()
+	raw, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := e.store.Create(context.Background(), e.prefix+"private/"+name, token.Secret(raw))
+	if err != nil {
+		t.Fatalf("seed %s: %v", name, err)
+	}
+	return id
 }
 
 // concDiff names the parts of b that differ from a (never their values).
@@ -146,28 +180,28 @@ func concDiff(a, b concState) []string {
 }
 
 // concQuotaUsed reads the quota bucket a document spends, over every quota day in days.
-func (e *env) concQuotaUsed(doc map[string]any, at ...time.Time) int {
-	e.t.Helper()
+func (e *env) concQuotaUsed(t *testing.T, doc map[string]any, at ...time.Time) int {
+	t.Helper()
 	raw, _ := json.Marshal(doc)
 	p, err := token.ParsePrivate(raw)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	q, ok := p.Quota()
 	if !ok {
-		e.t.Fatal("document has no quota")
+		t.Fatal("document has no quota")
 	}
 	seen := map[string]bool{}
 	used := 0
-	for _, t := range at {
-		day := ledger.Day(t, q.Location)
+	for _, when := range at {
+		day := ledger.Day(when, q.Location)
 		if seen[day] {
 			continue
 		}
 		seen[day] = true
 		b, err := e.ledger.Quota(context.Background(), q.Key, day)
 		if err != nil {
-			e.t.Fatal(err)
+			t.Fatal(err)
 		}
 		used += b.Used
 	}
@@ -193,7 +227,7 @@ func TestConcurrentInvocations(t *testing.T) {
 		// that starts after the commit refresh again, legitimately.
 		name := fmt.Sprintf("conc-%d-%s", trial, randID())
 		seed := sim.Seed("")
-		e.seed(name, rotatingDoc(sim.URL(), clientID, clientSecret, seed, "0s"))
+		e.concSeed(t, name, rotatingDoc(sim.URL(), clientID, clientSecret, seed, "0s"))
 		req0, bad0 := sim.Requests(), sim.Count(400)
 
 		ctx, cancel := context.WithTimeout(context.Background(), 2*concTimeout)
@@ -236,7 +270,7 @@ func TestConcurrentInvocations(t *testing.T) {
 			t.Errorf("trial %d: %d invalid_grant answers, want 0", trial, gotBad)
 		}
 
-		s := e.concSnapshot(name)
+		s := e.concSnapshot(t, name)
 		if s.refreshToken != sim.Live(seed) || s.refreshToken == seed {
 			t.Errorf("trial %d: committed refresh token is not the provider's live one", trial)
 		}
@@ -324,8 +358,8 @@ func TestUnacknowledgedWrites(t *testing.T) {
 			for trial := range n {
 				name := fmt.Sprintf("unack-%d-%s", trial, randID())
 				doc, sim, liveOK := c.doc("conc-q-" + randID())
-				e.seed(name, doc)
-				before := e.concSnapshot(name)
+				seedID := e.concSeed(t, name, doc)
+				before := concState{versionID: seedID, versions: e.concVersions(t, name)} // not adopted yet: generation 0
 
 				var fired atomic.Int32
 				rule := c.rule(name)
@@ -340,8 +374,8 @@ func TestUnacknowledgedWrites(t *testing.T) {
 				cancel()
 				remove()
 				made := sim.Requests() - req0
-				used := e.concQuotaUsed(doc, t0, time.Now())
-				after := e.concSnapshot(name)
+				used := e.concQuotaUsed(t, doc, t0, time.Now())
+				after := e.concSnapshot(t, name)
 
 				cFaults += int(fired.Load())
 				cProvider += made
@@ -429,10 +463,7 @@ func TestStaleHolder(t *testing.T) {
 	emuA := e.function(concTimeout)
 	emuB := e.function(concTimeout)
 
-	// pause installs the hook that freezes A at its moment and returns a function that
-	// removes it; a hook that holds A's request in the proxy waits for hold.
-	type pauseFn func(t *testing.T, tok string, paused func(), hold <-chan struct{}) (remove func())
-	afterProviderCall := func(sim *providersim.Rotating) pauseFn {
+	afterProviderCall := func(sim *providersim.Rotating) concPauseFn {
 		return func(t *testing.T, tok string, paused func(), _ <-chan struct{}) func() {
 			// Only A talks to the provider until B starts; the request has arrived and is
 			// processed (rotation done) while A cannot read the answer.
@@ -470,119 +501,182 @@ func TestStaleHolder(t *testing.T) {
 		})
 	}
 
-	variants := []struct {
-		name                 string
-		sim                  *providersim.Rotating
-		clientID, secret     string
-		grace                string
-		pause                pauseFn
-		wantB                string // B's outcome
-		wantFinal            string // final status: active (live == committed) or needs_reauth (interrupted)
-		wantProviderRequests int
-	}{
+	persistLanded := func(t *testing.T, tok string, paused func(), _ <-chan struct{}) func() {
+		return e.proxy.Add(faultproxy.Rule{
+			Op: "secretsmanager.PutSecretValue", Match: concContains(tok, refresher.PendingStage), Times: 1,
+			After: func(string) {
+				// A's new version is in Secrets Manager; A learns it only when it wakes up.
+				if err := emuA.Signal(syscall.SIGSTOP); err != nil {
+					t.Errorf("SIGSTOP A: %v", err)
+				}
+				paused()
+			},
+		})
+	}
+
+	variants := []concStaleVariant{
 		{"after A's provider call, grace 60s", graceSim, graceID, graceSecret, "60s", afterProviderCall(graceSim), refresher.OutcomeRefreshed, token.StatusActive, 2},
 		{"after A's provider call, strict single use", strictSim, strictID, strictSecret, "0s", afterProviderCall(strictSim), refresher.OutcomeNeedsReauth, token.StatusNeedsReauth, 2},
 		{"with A's persist in flight, grace 60s", graceSim, graceID, graceSecret, "60s", persistInFlight, refresher.OutcomeRefreshed, token.StatusActive, 2},
+		{"after A's persist landed, strict single use", strictSim, strictID, strictSecret, "0s", persistLanded, refresher.OutcomeRefreshed, token.StatusActive, 1},
 		{"before A's provider call, grace 60s", graceSim, graceID, graceSecret, "60s", beforeProviderCall, refresher.OutcomeRefreshed, token.StatusActive, 2},
 		{"before A's provider call, strict single use", strictSim, strictID, strictSecret, "0s", beforeProviderCall, refresher.OutcomeRefreshed, token.StatusActive, 2},
 	}
 
+	n := trials(5, 1)
 	var lines []string
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
-			name := "stale-" + randID()
-			seed := v.sim.Seed("")
-			e.seed(name, rotatingDoc(v.sim.URL(), v.clientID, v.secret, seed, v.grace))
-			req0, bad0 := v.sim.Requests(), v.sim.Count(400)
-
-			pausedCh := make(chan struct{})
-			var pausedOnce sync.Once
-			hold := make(chan struct{})
-			var holdOnce sync.Once
-			release := func() { holdOnce.Do(func() { close(hold) }) }
-			t.Cleanup(release)                                     // never leave a proxy handler waiting
-			t.Cleanup(func() { _ = emuA.Signal(syscall.SIGCONT) }) // nor A frozen
-			remove := v.pause(t, name, func() { pausedOnce.Do(func() { close(pausedCh) }) }, hold)
-			defer remove()
-
-			ctx, cancel := context.WithTimeout(context.Background(), 2*concTimeout)
-			defer cancel()
-			aDone := make(chan concResult, 1)
-			go func() { aDone <- concInvoke(ctx, emuA, concTokensEvent(name), name) }()
-			select {
-			case <-pausedCh:
-			case r := <-aDone:
-				t.Fatalf("A finished without reaching the pause point: %s (%s)", r.outcome, r.detail)
-			case <-ctx.Done():
-				t.Fatal("A never reached the pause point")
+			aOut, bOut := map[string]int{}, map[string]int{}
+			var overwrites, reqs, bad int
+			kept := map[string]int{}
+			for range n {
+				r := concStaleTrial(t, e, emuA, emuB, v)
+				aOut[r.a]++
+				bOut[r.b]++
+				overwrites += r.overwrites
+				reqs += r.requests
+				bad += r.invalidGrant
+				kept[r.kept]++
 			}
-			remove()
-			if _, rec := e.committed(name); rec.LeaseHolder == "" || rec.Inflight == nil {
-				t.Fatalf("A is frozen but holds no lease with inflight (holder set %v, inflight %v)", rec.LeaseHolder != "", rec.Inflight != nil)
-			}
-			e.expireLease(name) // A stays frozen past its lease
-
-			b := concInvoke(ctx, emuB, concTokensEvent(name), name)
-			if b.outcome != v.wantB {
-				t.Errorf("B: outcome %s (%s), want %s", b.outcome, b.detail, v.wantB)
-			}
-			afterB := e.concSnapshot(name)
-			if afterB.generation != 1 || afterB.current != afterB.versionID {
-				t.Errorf("after B: generation %d (want 1), AWSCURRENT on the committed version %v", afterB.generation, afterB.current == afterB.versionID)
-			}
-
-			if err := emuA.Signal(syscall.SIGCONT); err != nil {
-				t.Fatalf("SIGCONT A: %v", err)
-			}
-			release()
-			var a concResult
-			select {
-			case a = <-aDone:
-			case <-ctx.Done():
-				t.Fatal("A never finished after SIGCONT")
-			}
-			afterA := e.concSnapshot(name)
-
-			overwrites := concDiff(afterB, afterA)
-			if len(overwrites) > 0 {
-				t.Errorf("A overwrote B's committed state: %s differ", strings.Join(overwrites, ", "))
-			}
-			if afterA.leaseHolder != "" || afterA.inflight {
-				t.Errorf("lease or inflight left behind (holder set %v, inflight %v)", afterA.leaseHolder != "", afterA.inflight)
-			}
-			// A's own commit must not succeed: B committed that generation, A no longer
-			// holds the lease (DESIGN.md §3 step 5).
-			if a.outcome != refresher.OutcomeFailed || !strings.Contains(a.detail, "lease lost") {
-				t.Errorf("A (stale holder): outcome %s (%q), want failed with \"lease lost\"", a.outcome, a.detail)
-			}
-
-			live := v.sim.Live(seed)
-			final := afterA.status
-			switch v.wantFinal {
-			case token.StatusActive:
-				if final != token.StatusActive || afterA.refreshToken != live || live == seed {
-					t.Errorf("final: status %s, committed refresh token is live %v; want active with the live token", final, afterA.refreshToken == live)
-				}
-			case token.StatusNeedsReauth:
-				if final != token.StatusNeedsReauth || !strings.Contains(afterA.reason, "refresh interrupted before the new token was saved") {
-					t.Errorf("final: status %s reason %q; want needs_reauth with the interrupted reason", final, afterA.reason)
-				}
-			}
-			reqs, bad := v.sim.Requests()-req0, v.sim.Count(400)-bad0
-			if reqs != v.wantProviderRequests {
-				t.Errorf("%d provider requests, want %d (A's and B's)", reqs, v.wantProviderRequests)
-			}
-			kept := "live == committed"
-			if final == token.StatusNeedsReauth {
-				kept = "needs_reauth (" + afterA.reason + ")"
-			}
-			lines = append(lines, fmt.Sprintf("A frozen %s: B %s, A %s, %d overwrites, %d provider requests (%d invalid_grant), %s",
-				v.name, b.outcome, a.outcome, len(overwrites), reqs, bad, kept))
+			lines = append(lines, fmt.Sprintf("A frozen %s, %d trials: B %s; A %s; %d overwrites; %.1f provider requests per trial (%d invalid_grant); token kept: %s",
+				v.name, n, concCounts(bOut), concCounts(aOut), overwrites, float64(reqs)/float64(n), bad, concCounts(kept)))
 		})
 	}
 	for _, l := range lines {
 		t.Logf("figure: %s", l)
 	}
+}
+
+// concCounts prints a tally as "a ×2, b ×1", sorted.
+func concCounts(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s ×%d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
+type concStaleVariant struct {
+	name                 string
+	sim                  *providersim.Rotating
+	clientID, secret     string
+	grace                string
+	pause                concPauseFn
+	wantB                string // B's outcome
+	wantFinal            string // final status: active (live == committed) or needs_reauth (interrupted)
+	wantProviderRequests int
+}
+
+// concPauseFn installs the hook that freezes A at its moment (calling paused once it is
+// frozen) and returns a function that removes it; a hook that holds A's request in the
+// proxy waits for hold.
+type concPauseFn func(t *testing.T, tok string, paused func(), hold <-chan struct{}) (remove func())
+
+type concStaleResult struct {
+	a, b                               string
+	overwrites, requests, invalidGrant int
+	kept                               string
+}
+
+// concStaleTrial freezes A at v's moment, expires its lease, lets B run, wakes A and
+// checks that nothing of A's replaced B's committed state.
+func concStaleTrial(t *testing.T, e *env, emuA, emuB *lambdaemu.Emulator, v concStaleVariant) concStaleResult {
+	t.Helper()
+	name := "stale-" + randID()
+	seed := v.sim.Seed("")
+	e.concSeed(t, name, rotatingDoc(v.sim.URL(), v.clientID, v.secret, seed, v.grace))
+	req0, bad0 := v.sim.Requests(), v.sim.Count(400)
+
+	pausedCh := make(chan struct{})
+	var pausedOnce sync.Once
+	hold := make(chan struct{})
+	var holdOnce sync.Once
+	release := func() { holdOnce.Do(func() { close(hold) }) }
+	// Whatever happens, never leave a proxy handler waiting nor A frozen.
+	defer release()
+	defer func() { _ = emuA.Signal(syscall.SIGCONT) }()
+	remove := v.pause(t, name, func() { pausedOnce.Do(func() { close(pausedCh) }) }, hold)
+	defer remove()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*concTimeout)
+	defer cancel()
+	aDone := make(chan concResult, 1)
+	go func() { aDone <- concInvoke(ctx, emuA, concTokensEvent(name), name) }()
+	select {
+	case <-pausedCh:
+	case r := <-aDone:
+		t.Fatalf("A finished without reaching the pause point: %s (%s)", r.outcome, r.detail)
+	case <-ctx.Done():
+		t.Fatal("A never reached the pause point")
+	}
+	remove()
+	if rec, err := e.ledger.Get(ctx, name); err != nil || rec.LeaseHolder == "" || rec.Inflight == nil {
+		t.Fatalf("A is frozen but holds no lease with inflight (err %v, holder set %v, inflight %v)", err, rec.LeaseHolder != "", rec.Inflight != nil)
+	}
+	e.expireLease(name) // A stays frozen past its lease
+
+	b := concInvoke(ctx, emuB, concTokensEvent(name), name)
+	if b.outcome != v.wantB {
+		t.Errorf("B: outcome %s (%s), want %s", b.outcome, b.detail, v.wantB)
+	}
+	afterB := e.concSnapshot(t, name)
+	if afterB.generation != 1 || afterB.current != afterB.versionID {
+		t.Errorf("after B: generation %d (want 1), AWSCURRENT on the committed version %v", afterB.generation, afterB.current == afterB.versionID)
+	}
+
+	if err := emuA.Signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("SIGCONT A: %v", err)
+	}
+	release()
+	var a concResult
+	select {
+	case a = <-aDone:
+	case <-ctx.Done():
+		t.Fatal("A never finished after SIGCONT")
+	}
+	afterA := e.concSnapshot(t, name)
+
+	diff := concDiff(afterB, afterA)
+	if len(diff) > 0 {
+		t.Errorf("A overwrote B's committed state: %s differ", strings.Join(diff, ", "))
+	}
+	if afterA.leaseHolder != "" || afterA.inflight {
+		t.Errorf("lease or inflight left behind (holder set %v, inflight %v)", afterA.leaseHolder != "", afterA.inflight)
+	}
+	// A's commit must not succeed: B committed that generation and A no longer holds the
+	// lease (DESIGN.md §3 step 5; ledger.Commit: "anything else … is ErrLeaseLost").
+	if a.outcome != refresher.OutcomeFailed || !strings.Contains(a.detail, "lease lost") {
+		t.Errorf("A (stale holder): outcome %s (%q), want failed with \"lease lost\"", a.outcome, a.detail)
+	}
+
+	live := v.sim.Live(seed)
+	switch v.wantFinal {
+	case token.StatusActive:
+		if afterA.status != token.StatusActive || afterA.refreshToken != live || live == seed {
+			t.Errorf("final: status %s, committed refresh token is live %v; want active with the live token", afterA.status, afterA.refreshToken == live)
+		}
+	case token.StatusNeedsReauth:
+		if afterA.status != token.StatusNeedsReauth || !strings.Contains(afterA.reason, "refresh interrupted before the new token was saved") {
+			t.Errorf("final: status %s reason %q; want needs_reauth with the interrupted reason", afterA.status, afterA.reason)
+		}
+	}
+	r := concStaleResult{a: a.outcome, b: b.outcome, overwrites: len(diff),
+		requests: v.sim.Requests() - req0, invalidGrant: v.sim.Count(400) - bad0, kept: "live == committed"}
+	if r.requests != v.wantProviderRequests {
+		t.Errorf("%d provider requests, want %d", r.requests, v.wantProviderRequests)
+	}
+	if afterA.status == token.StatusNeedsReauth {
+		r.kept = "needs_reauth (interrupted)"
+	} else if afterA.refreshToken != live {
+		r.kept = "committed != live"
+	}
+	return r
 }
 
 // TestDuplicateScheduledEvent: EventBridge delivers at least once, so the same scheduled
@@ -595,11 +689,11 @@ func TestDuplicateScheduledEvent(t *testing.T) {
 	n := trials(10, 2)
 	var lines []string
 	for _, mode := range []string{"concurrently", "sequentially"} {
-		var requests, refreshed, others, trialsRun int
+		var requests, refreshed, held, notDue, trialsRun int
 		for trial := range n {
 			name := fmt.Sprintf("dup-%s-%d-%s", mode[:3], trial, randID())
 			seed := sim.Seed("")
-			e.seed(name, rotatingDoc(sim.URL(), clientID, clientSecret, seed, "0s"))
+			e.concSeed(t, name, rotatingDoc(sim.URL(), clientID, clientSecret, seed, "0s"))
 			req0, bad0 := sim.Requests(), sim.Count(400)
 
 			ctx, cancel := context.WithTimeout(context.Background(), 2*concTimeout)
@@ -631,7 +725,8 @@ func TestDuplicateScheduledEvent(t *testing.T) {
 			got := sim.Requests() - req0
 			requests += got
 			refreshed += counts[refresher.OutcomeRefreshed]
-			others += counts[refresher.OutcomeLeaseHeld] + counts[refresher.OutcomeNotDue]
+			held += counts[refresher.OutcomeLeaseHeld]
+			notDue += counts[refresher.OutcomeNotDue]
 			trialsRun++
 			if got != 1 || sim.Count(400) != bad0 {
 				t.Errorf("%s trial %d: %d provider requests (%d invalid_grant), want exactly 1 (0)", mode, trial, got, sim.Count(400)-bad0)
@@ -642,12 +737,12 @@ func TestDuplicateScheduledEvent(t *testing.T) {
 			if mode == "sequentially" && results[0].outcome != refresher.OutcomeRefreshed {
 				t.Errorf("sequential trial %d: first delivery %s, want refreshed", trial, results[0].outcome)
 			}
-			if s := e.concSnapshot(name); s.refreshToken != sim.Live(seed) || s.generation != 1 {
+			if s := e.concSnapshot(t, name); s.refreshToken != sim.Live(seed) || s.generation != 1 {
 				t.Errorf("%s trial %d: generation %d (want 1), committed refresh token live %v", mode, trial, s.generation, s.refreshToken == sim.Live(seed))
 			}
 		}
-		lines = append(lines, fmt.Sprintf("same scheduled event ×%d %s, %d trials: %.2f provider requests per trial, %d refreshed, %d lease_held/not_due",
-			len(emus), mode, trialsRun, float64(requests)/float64(trialsRun), refreshed, others))
+		lines = append(lines, fmt.Sprintf("same scheduled event ×%d %s, %d trials: %.2f provider requests per trial, %d refreshed, %d lease_held, %d not_due",
+			len(emus), mode, trialsRun, float64(requests)/float64(trialsRun), refreshed, held, notDue))
 	}
 	for _, l := range lines {
 		t.Logf("figure: %s", l)

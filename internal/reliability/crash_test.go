@@ -177,8 +177,11 @@ func crashContains(s string) func([]byte) bool {
 	return func(b []byte) bool { return strings.Contains(string(b), s) }
 }
 
+// crashAccessBody selects requests on the access secret: PutSecretValue names it in
+// SecretId, CreateSecret in Name.
 func crashAccessBody(prefix string) func([]byte) bool {
-	return crashContains(`"SecretId":"` + prefix + "access/")
+	put, create := `"SecretId":"`+prefix+"access/", `"Name":"`+prefix+"access/"
+	return func(b []byte) bool { return strings.Contains(string(b), put) || strings.Contains(string(b), create) }
 }
 
 var crashPoints = []crashPoint{

@@ -2,6 +2,7 @@ package reliability_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -9,13 +10,14 @@ import (
 	"time"
 
 	"github.com/seed-502fa48b/token-refresher/internal/faultproxy"
+	"github.com/seed-502fa48b/token-refresher/internal/lambdaemu"
 	"github.com/seed-502fa48b/token-refresher/internal/providersim"
 	"github.com/seed-502fa48b/token-refresher/pkg/refresher"
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
-// faultRun runs one forced refresh of name either in process (engine) or through the real
-// bootstrap, and reports it the same way.
+// faultRunner runs one event either in process (engine) or through the real
+// bootstrap, and reports token name's row the same way.
 type faultRunner func(event, name string) crashResult
 
 func faultEngineRunner(t *testing.T, e *env) faultRunner {
@@ -133,8 +135,9 @@ type faultOp struct {
 	// firstSight: the token has no record and no access secret yet (PutItem and CreateSecret
 	// only happen then).
 	firstSight bool
-	// want is the faulted run's outcome, heal the next clean run's.
-	want, heal string
+	// want is the faulted run's outcome, heal the next clean run's; detail is what a failed
+	// run's error must say (which step failed).
+	want, heal, detail string
 }
 
 func faultNot(s string) func([]byte) bool {
@@ -143,21 +146,21 @@ func faultNot(s string) func([]byte) bool {
 
 var faultOps = []faultOp{
 	{name: "GetSecretValue (AWSCURRENT)", op: "secretsmanager.GetSecretValue", service: faultproxy.SecretsManager,
-		match: func(string) func([]byte) bool { return faultNot(`"VersionId"`) },
-		want:  refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
+		match:  func(string) func([]byte) bool { return faultNot(`"VersionId"`) },
+		detail: "read private secret", want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
 	{name: "GetItem (record)", op: "DynamoDB_20120810.GetItem", service: faultproxy.DynamoDB,
-		want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
+		detail: "read token record", want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
 	{name: "GetSecretValue (VersionId)", op: "secretsmanager.GetSecretValue", service: faultproxy.SecretsManager,
-		match: func(string) func([]byte) bool { return crashContains(`"VersionId"`) },
-		want:  refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
+		match:  func(string) func([]byte) bool { return crashContains(`"VersionId"`) },
+		detail: "read private version", want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
 	{name: "TransactWriteItems (claim)", op: "DynamoDB_20120810.TransactWriteItems", service: faultproxy.DynamoDB,
-		want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
+		detail: "claim: ", want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
 	{name: "PutSecretValue (private, persist)", op: "secretsmanager.PutSecretValue", service: faultproxy.SecretsManager,
-		match: func(string) func([]byte) bool { return crashContains(refresher.PendingStage) },
-		want:  refresher.OutcomeFailed, heal: refresher.OutcomeRefreshed},
+		match:  func(string) func([]byte) bool { return crashContains(refresher.PendingStage) },
+		detail: "new token obtained but not saved", want: refresher.OutcomeFailed, heal: refresher.OutcomeRefreshed},
 	{name: "UpdateItem (commit)", op: "DynamoDB_20120810.UpdateItem", service: faultproxy.DynamoDB,
-		match: func(string) func([]byte) bool { return crashContains("prev_version_id") },
-		want:  refresher.OutcomeFailed, heal: refresher.OutcomeRefreshed},
+		match:  func(string) func([]byte) bool { return crashContains("prev_version_id") },
+		detail: "commit: ", want: refresher.OutcomeFailed, heal: refresher.OutcomeRefreshed},
 	// Moving AWSCURRENT is after the commit and only logged when it fails: the refresh is
 	// committed and published, so refreshed is true; the next run moves the label.
 	{name: "DescribeSecret (label)", op: "secretsmanager.DescribeSecret", service: faultproxy.SecretsManager,
@@ -165,15 +168,15 @@ var faultOps = []faultOp{
 	{name: "UpdateSecretVersionStage (label)", op: "secretsmanager.UpdateSecretVersionStage", service: faultproxy.SecretsManager,
 		want: refresher.OutcomeRefreshed, heal: refresher.OutcomeNotDue},
 	{name: "PutSecretValue (access, publish)", op: "secretsmanager.PutSecretValue", service: faultproxy.SecretsManager,
-		match: crashAccessBody,
-		want:  refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
+		match:  crashAccessBody,
+		detail: "publishing the access secret failed", want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
 	{name: "UpdateItem (published_generation)", op: "DynamoDB_20120810.UpdateItem", service: faultproxy.DynamoDB,
-		match: func(string) func([]byte) bool { return crashContains("published_generation") },
-		want:  refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
+		match:  func(string) func([]byte) bool { return crashContains("published_generation") },
+		detail: "publishing the access secret failed", want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
 	{name: "PutItem (first sight: create record)", op: "DynamoDB_20120810.PutItem", service: faultproxy.DynamoDB,
-		firstSight: true, want: refresher.OutcomeFailed, heal: refresher.OutcomeRefreshed},
+		firstSight: true, detail: "create token record", want: refresher.OutcomeFailed, heal: refresher.OutcomeRefreshed},
 	{name: "CreateSecret (first publish)", op: "secretsmanager.CreateSecret", service: faultproxy.SecretsManager,
-		match: crashAccessBody, firstSight: true, want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
+		match: crashAccessBody, firstSight: true, detail: "publishing the access secret failed", want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
 }
 
 // faultKind is one kind of answer the fault proxy gives instead of forwarding.
@@ -197,7 +200,8 @@ var faultKinds = []faultKind{
 type faultCell struct {
 	op, kind         string
 	got, heal, state string
-	hits             int
+	hits             int // requests the fault answered
+	lastHit          time.Duration
 	took             time.Duration
 	lost             bool
 	done             bool
@@ -239,17 +243,22 @@ func TestAWSFaults(t *testing.T) {
 	}
 	wg.Wait()
 
-	failures, lost, heals, done, slowest := 0, 0, 0, 0, time.Duration(0)
+	failures, refreshed, timedOut, lost, heals, done, slowest := 0, 0, 0, 0, 0, 0, time.Duration(0)
 	t.Logf("figure: AWS faults, each held until removed (the SDK's 3 attempts cannot hide it), through the real bootstrap (%s timeout), %s wall time",
 		crashFunctionTimeout, time.Since(start).Round(100*time.Millisecond))
-	t.Logf("figure: %-38s %-10s | %-8s %-7s %-9s | %-30s | %s", "operation", "fault", "outcome", "hits", "run time", "state after the fault", "next clean run")
+	t.Logf("figure: %-38s %-10s | %-9s %-4s %-9s | %-30s | %s", "operation", "fault", "outcome", "hits", "run time", "state after the fault", "next clean run")
 	for _, c := range cells {
 		if !c.done {
 			continue
 		}
 		done++
-		if c.got == refresher.OutcomeFailed {
+		switch c.got {
+		case refresher.OutcomeFailed:
 			failures++
+		case refresher.OutcomeRefreshed:
+			refreshed++
+		case "TIMED OUT":
+			timedOut++
 		}
 		if c.lost {
 			lost++
@@ -258,10 +267,10 @@ func TestAWSFaults(t *testing.T) {
 			heals++
 		}
 		slowest = max(slowest, c.took)
-		t.Logf("figure: %-38s %-10s | %-8s %-7d %-9s | %-30s | %s", c.op, c.kind, c.got, c.hits, c.took.Round(10*time.Millisecond), c.state, c.heal)
+		t.Logf("figure: %-38s %-10s | %-9s %-4d %-9s | %-30s | %s", c.op, c.kind, c.got, c.hits, c.took.Round(10*time.Millisecond), c.state, c.heal)
 	}
-	t.Logf("figure: %d ops × %d fault kinds = %d trials run, %d failures reported (the rest refreshed: label-only faults after the commit), %d states lost, %d healed by the next clean run; slowest faulted invocation %s",
-		len(faultOps), len(kinds), done, failures, lost, heals, slowest.Round(10*time.Millisecond))
+	t.Logf("figure: %d ops × %d fault kinds = %d trials: %d reported failed, %d refreshed (label faults after the commit), %d timed out (want 0); %d states lost; %d healed by the next clean run; slowest faulted invocation %s",
+		len(faultOps), len(kinds), done, failures, refreshed, timedOut, lost, heals, slowest.Round(10*time.Millisecond))
 }
 
 func faultTrial(t *testing.T, op faultOp, kind faultKind, c *faultCell) {
@@ -280,20 +289,47 @@ func faultTrial(t *testing.T, op faultOp, kind faultKind, c *faultCell) {
 		beforeGen = rec.Generation
 	}
 
-	rule := faultproxy.Rule{Op: op.op, Error: kind.err(op.service)}
+	// The hook records when each faulted request arrived (it runs in the proxy, before the
+	// error answer), so a run that overruns its deadline shows where the time went.
+	var mu sync.Mutex
+	var at []time.Duration
+	faultStart := time.Now()
+	rule := faultproxy.Rule{Op: op.op, Error: kind.err(op.service), Before: func(string) {
+		mu.Lock()
+		at = append(at, time.Since(faultStart))
+		mu.Unlock()
+	}}
 	if op.match != nil {
 		rule.Match = op.match(e.prefix)
 	}
-	hits := e.proxy.Count(op.op)
 	remove := e.proxy.Add(rule)
 	got := crashInvoke(emu, forceEvent(name), name)
 	remove()
-	c.got, c.took, c.hits = got.String(), got.took, e.proxy.Count(op.op)-hits
+	mu.Lock()
+	c.got, c.took, c.hits = got.outcome, got.took, len(at)
+	switch {
+	case errors.Is(got.err, lambdaemu.ErrTimeout):
+		c.got = "TIMED OUT"
+	case got.err != nil:
+		c.got = got.err.Error()
+	}
+	if len(at) > 0 {
+		c.lastHit = at[len(at)-1]
+	}
+	mu.Unlock()
 	if got.err == nil {
 		c.got = got.outcome
 	}
-	if got.outcome != op.want {
+	switch {
+	case errors.Is(got.err, lambdaemu.ErrTimeout):
+		// The function must answer before its deadline: a timeout loses the whole report
+		// (every token's row) and says nothing about what was left to recover.
+		t.Errorf("faulted run: the invocation overran its %s deadline and was killed (Task timed out) instead of reporting %s; "+
+			"the fault answered %d request(s), the last %s after the invocation started", crashFunctionTimeout, op.want, c.hits, c.lastHit.Round(time.Millisecond))
+	case got.outcome != op.want:
 		t.Errorf("faulted run: got %v, want %s", got, op.want)
+	case !strings.Contains(got.detail, op.detail):
+		t.Errorf("faulted run: error %q, want it to say %q", got.detail, op.detail)
 	}
 	if got.outcome == refresher.OutcomeFailed && strings.Contains(got.detail, "function error") {
 		t.Errorf("faulted run: %v", got)
@@ -302,6 +338,7 @@ func faultTrial(t *testing.T, op faultOp, kind faultKind, c *faultCell) {
 	// What the fault left: the live refresh token must be committed, saved under the
 	// in-flight version, or still inside the provider's grace with inflight recorded.
 	c.state = faultState(t, e, sim, seed, name, got.outcome, beforeGen)
+	c.lost = c.state == "LOST"
 
 	e.expireLease(name)
 	calls := sim.Requests()

@@ -1,18 +1,15 @@
 package reliability_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +22,7 @@ import (
 	"github.com/seed-502fa48b/token-refresher/internal/bootstrapbin"
 	"github.com/seed-502fa48b/token-refresher/internal/faultproxy"
 	"github.com/seed-502fa48b/token-refresher/internal/lambdaemu"
+	"github.com/seed-502fa48b/token-refresher/internal/leakscan"
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/refresher"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
@@ -42,68 +40,24 @@ func trials(full, short int) int {
 	return short
 }
 
-// Every log line, metric and report of the suite lands in suiteOutput; every secret issued
-// or seeded is checked against it after the run.
-var (
-	suiteMu      sync.Mutex
-	suiteOutput  bytes.Buffer
-	suiteSecrets = map[string]bool{}
-	issuers      []interface{ Issued() []string }
-)
+// Every log line, metric and report of the suite goes to suite; every secret issued or
+// seeded is checked against it after the run.
+var suite = leakscan.New()
 
 type suiteWriter struct{}
 
-func (suiteWriter) Write(p []byte) (int, error) {
-	suiteMu.Lock()
-	defer suiteMu.Unlock()
-	return suiteOutput.Write(p)
-}
+func (suiteWriter) Write(p []byte) (int, error) { return suite.Write(p) }
 
-func registerSecrets(values ...string) {
-	suiteMu.Lock()
-	defer suiteMu.Unlock()
-	for _, v := range values {
-		if len(v) >= 6 {
-			suiteSecrets[v] = true
-		}
-	}
-}
+func registerSecrets(values ...string) { suite.Register(values...) }
 
-func registerIssuer(i interface{ Issued() []string }) {
-	suiteMu.Lock()
-	defer suiteMu.Unlock()
-	issuers = append(issuers, i)
-}
+func registerIssuer(i leakscan.Issuer) { suite.RegisterIssuer(i) }
 
 func TestMain(m *testing.M) {
 	code := awsemu.RunTests(m)
-	if code == 0 {
-		code = scanForLeaks()
+	if code == 0 && suite.Check(os.Stderr) > 0 {
+		code = 1
 	}
 	os.Exit(code)
-}
-
-func scanForLeaks() int {
-	suiteMu.Lock()
-	defer suiteMu.Unlock()
-	for _, i := range issuers {
-		for _, v := range i.Issued() {
-			suiteSecrets[v] = true
-		}
-	}
-	out := suiteOutput.String()
-	leaks := 0
-	for s := range suiteSecrets {
-		if strings.Contains(out, s) {
-			leaks++
-			fmt.Fprintf(os.Stderr, "LEAK: a secret of %d bytes (prefix %.4s…) appears in the output\n", len(s), s)
-		}
-	}
-	fmt.Fprintf(os.Stderr, "leak scan: %d secrets checked against %d bytes of logs, metrics and reports: %d found\n", len(suiteSecrets), len(out), leaks)
-	if leaks > 0 {
-		return 1
-	}
-	return 0
 }
 
 func randID() string {

@@ -67,6 +67,7 @@ const (
 	attrInflight       = "inflight"
 	attrFailures       = "consecutive_failures"
 	attrLastError      = "last_error"
+	attrCommittedBy    = "committed_by"
 	attrUsed           = "used"
 	attrLimit          = "limit"
 	attrThrottledUntil = "throttled_until"

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
 // Commit moves the record's pointer to a persisted version: the commit point
@@ -40,6 +41,9 @@ func (l *Ledger) Commit(ctx context.Context, c Commit) error {
 	upd := expression.Set(expression.Name(attrVersionID), expression.Value(c.To)).
 		Set(expression.Name(attrGeneration), expression.Value(next)).
 		Set(expression.Name(attrFailures), expression.Value(0)).
+		// Who committed: every holder refreshing from the same version computes the same
+		// To, so To alone cannot tell our lost-response commit from another holder's.
+		Set(expression.Name(attrCommittedBy), expression.Value(c.Holder)).
 		Remove(expression.Name(attrInflight)).
 		Remove(expression.Name(attrLeaseHolder)).
 		Remove(expression.Name(attrLeaseUntil)).
@@ -63,7 +67,8 @@ func (l *Ledger) Commit(ctx context.Context, c Commit) error {
 	}
 	if old != nil {
 		r, err := decodeRecord(old)
-		if err == nil && r.VersionID == c.To && r.Generation == next {
+		by, _ := old[attrCommittedBy].(*types.AttributeValueMemberS)
+		if err == nil && r.VersionID == c.To && r.Generation == next && by != nil && by.Value == c.Holder {
 			return nil // our own commit, applied before the response was lost
 		}
 	}

@@ -37,6 +37,9 @@ const (
 	OutcomeFailed         = "failed"
 )
 
+// reportReserve is the time kept at the end of an invocation to return the report.
+const reportReserve = 500 * time.Millisecond
+
 // PendingStage is the custom label a new private version is written under before the
 // commit; AWSPENDING is left to Secrets Manager rotation, which we do not use.
 const PendingStage = "TR_PENDING"
@@ -200,6 +203,13 @@ func (e *Engine) Handle(ctx context.Context, event json.RawMessage) (*Report, er
 
 // Run executes one request.
 func (e *Engine) Run(ctx context.Context, req Request) (*Report, error) {
+	// Keep a moment after the last AWS call to return the report: a write retried up to the
+	// Lambda deadline would get the invocation killed and its report lost.
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl.Add(-reportReserve))
+		defer cancel()
+	}
 	report := &Report{Summary: map[string]int{}}
 	if lc, ok := lambdacontext.FromContext(ctx); ok {
 		report.RequestID = lc.AwsRequestID

@@ -597,8 +597,9 @@ func (t *tokenRun) persist(next *token.Private, to string) Row {
 	} else if err != nil {
 		// The lease stays until it expires and inflight says what to look for.
 		return failed("new token obtained but not saved (the next run recovers it within the provider's reuse grace): %v", err)
+	} else {
+		t.log.InfoContext(t.ctx, "new version saved", "version", to, "stage", PendingStage)
 	}
-	t.log.InfoContext(t.ctx, "new version saved", "version", to, "stage", PendingStage)
 	return t.commitAndPublish(next, to, outcomeFor(next))
 }
 
@@ -680,7 +681,7 @@ func (t *tokenRun) retryWrite(write func() error) error {
 			return err
 		}
 		if dl, ok := t.ctx.Deadline(); ok {
-			if time.Until(dl) < backoff+500*time.Millisecond {
+			if time.Until(dl) < backoff {
 				return err
 			}
 		} else if attempt >= 8 {
