@@ -154,3 +154,33 @@ func (l *teeBuilder) Write(p []byte) (int, error) {
 	_, _ = suiteWriter{}.Write(p)
 	return l.b.Write(p)
 }
+
+// An operator's edit made while a failed refresh is still in flight is adopted (the edit
+// wins) instead of leaving the token stuck behind the in-flight record.
+func TestOperatorEditSupersedesInflight(t *testing.T) {
+	clock := providersim.NewClock(time.Now())
+	cs := "cs-" + randID()
+	registerSecrets(cs)
+	sim := providersim.NewRotating(providersim.RotatingOptions{ClientID: "app", ClientSecret: cs, Now: clock.Now})
+	defer sim.Close()
+	registerIssuer(sim)
+	e := newEnv(t, clock.Now, nil) // 2 attempts
+	e.seed("op", rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access fund.read target:b/op"), ""))
+	sim.FailNext(2, 502)
+	if _, err := e.run(refresher.Request{Scheduled: true}); err == nil {
+		t.Fatal("two 502s: got no error, want a failed token")
+	}
+	if _, rec := e.committed("op"); rec.Inflight == nil {
+		t.Fatal("after an uncertain provider failure: got no inflight record, want one kept for recovery")
+	}
+	fresh := sim.Seed("offline_access fund.read target:b/op")
+	editID := e.edit("op", rotatingDoc(sim.URL(), "app", cs, fresh, ""))
+	rep := e.scheduled()
+	if got := row(t, rep, "op"); got.Outcome != refresher.OutcomeRefreshed {
+		t.Fatalf("after the edit: got %s (%s), want refreshed", got.Outcome, got.Error)
+	}
+	doc, rec := e.committed("op")
+	if rec.PrevVersionID != editID || rec.Inflight != nil || sim.Live(fresh) != doc.RefreshToken.Reveal() {
+		t.Errorf("after the edit: prev %s (want the edit %s), inflight %v, live==committed %v", rec.PrevVersionID, editID, rec.Inflight, sim.Live(fresh) == doc.RefreshToken.Reveal())
+	}
+}

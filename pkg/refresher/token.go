@@ -265,8 +265,12 @@ func (t *tokenRun) adoptNew(currentID string) (Row, bool) {
 
 // adoptEdit makes an operator's AWSCURRENT version the committed base, active again.
 // The returned row's outcome is needs_reauth when the token was in that state before.
+// An interrupted refresh in flight is superseded: the operator's document wins.
 func (t *tokenRun) adoptEdit(versionID string, doc *token.Private) (Row, bool) {
-	if row, ok := t.claim(false, false); !ok {
+	if t.rec.Inflight != nil {
+		t.log.WarnContext(t.ctx, "an operator edit supersedes an interrupted refresh", "inflight_version", t.rec.Inflight.To)
+	}
+	if row, ok := t.claim(false, t.rec.Inflight != nil); !ok {
 		return row, false
 	}
 	before := t.rec.Status
