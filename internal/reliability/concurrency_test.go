@@ -1,7 +1,6 @@
 package reliability_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -314,7 +313,7 @@ func TestUnacknowledgedWrites(t *testing.T) {
 		{
 			name: "claim TransactWriteItems (Sahamati, 300/day)",
 			rule: func(tok string) faultproxy.Rule {
-				return faultproxy.Rule{Op: "DynamoDB_20120810.TransactWriteItems", Match: concContains(tok)}
+				return faultproxy.Rule{Op: "DynamoDB_20120810.TransactWriteItems", Match: bodyContains(tok)}
 			},
 			doc: func(quotaKey string) (map[string]any, counter, func(*concState) bool) {
 				return map[string]any{
@@ -326,7 +325,7 @@ func TestUnacknowledgedWrites(t *testing.T) {
 		{
 			name: "commit UpdateItem (rotating, quota policy)",
 			rule: func(tok string) faultproxy.Rule {
-				return faultproxy.Rule{Op: "DynamoDB_20120810.UpdateItem", Match: concContains(tok, "prev_version_id")}
+				return faultproxy.Rule{Op: "DynamoDB_20120810.UpdateItem", Match: bodyContains(tok, "prev_version_id")}
 			},
 			doc: func(quotaKey string) (map[string]any, counter, func(*concState) bool) {
 				seed := rot.Seed("")
@@ -338,7 +337,7 @@ func TestUnacknowledgedWrites(t *testing.T) {
 		{
 			name: "persist PutSecretValue TR_PENDING (rotating, quota policy)",
 			rule: func(tok string) faultproxy.Rule {
-				return faultproxy.Rule{Op: "secretsmanager.PutSecretValue", Match: concContains(tok, refresher.PendingStage)}
+				return faultproxy.Rule{Op: "secretsmanager.PutSecretValue", Match: bodyContains(tok, refresher.PendingStage)}
 			},
 			doc: func(quotaKey string) (map[string]any, counter, func(*concState) bool) {
 				seed := rot.Seed("")
@@ -441,18 +440,6 @@ func TestUnacknowledgedWrites(t *testing.T) {
 		faults, runs, provider, perFault, under)
 }
 
-// concContains matches a request body holding every one of parts.
-func concContains(parts ...string) func([]byte) bool {
-	return func(body []byte) bool {
-		for _, p := range parts {
-			if !bytes.Contains(body, []byte(p)) {
-				return false
-			}
-		}
-		return true
-	}
-}
-
 // TestStaleHolder: invocation A is frozen (SIGSTOP) while it holds the lease, its lease
 // runs out, invocation B refreshes, then A wakes up and finishes. Nothing A does may
 // overwrite B's committed state, and no refresh token may be lost silently.
@@ -478,7 +465,7 @@ func TestStaleHolder(t *testing.T) {
 	}
 	persistInFlight := func(t *testing.T, tok string, paused func(), hold <-chan struct{}) func() {
 		return e.proxy.Add(faultproxy.Rule{
-			Op: "secretsmanager.PutSecretValue", Match: concContains(tok, refresher.PendingStage), Times: 1,
+			Op: "secretsmanager.PutSecretValue", Match: bodyContains(tok, refresher.PendingStage), Times: 1,
 			Before: func(string) {
 				if err := emuA.Signal(syscall.SIGSTOP); err != nil {
 					t.Errorf("SIGSTOP A: %v", err)
@@ -490,7 +477,7 @@ func TestStaleHolder(t *testing.T) {
 	}
 	beforeProviderCall := func(t *testing.T, tok string, paused func(), _ <-chan struct{}) func() {
 		return e.proxy.Add(faultproxy.Rule{
-			Op: "DynamoDB_20120810.TransactWriteItems", Match: concContains(tok), Times: 1,
+			Op: "DynamoDB_20120810.TransactWriteItems", Match: bodyContains(tok), Times: 1,
 			After: func(string) {
 				// The claim is applied; A gets its answer only when it wakes up.
 				if err := emuA.Signal(syscall.SIGSTOP); err != nil {
@@ -503,7 +490,7 @@ func TestStaleHolder(t *testing.T) {
 
 	persistLanded := func(t *testing.T, tok string, paused func(), _ <-chan struct{}) func() {
 		return e.proxy.Add(faultproxy.Rule{
-			Op: "secretsmanager.PutSecretValue", Match: concContains(tok, refresher.PendingStage), Times: 1,
+			Op: "secretsmanager.PutSecretValue", Match: bodyContains(tok, refresher.PendingStage), Times: 1,
 			After: func(string) {
 				// A's new version is in Secrets Manager; A learns it only when it wakes up.
 				if err := emuA.Signal(syscall.SIGSTOP); err != nil {

@@ -173,10 +173,6 @@ type crashPoint struct {
 	genDelta      int64
 }
 
-func crashContains(s string) func([]byte) bool {
-	return func(b []byte) bool { return strings.Contains(string(b), s) }
-}
-
 // crashAccessBody selects requests on the access secret: PutSecretValue names it in
 // SecretId, CreateSecret in Name.
 func crashAccessBody(prefix string) func([]byte) bool {
@@ -190,7 +186,7 @@ var crashPoints = []crashPoint{
 		// generation condition pins that version), so "read" comes first in practice.
 		name: "read (committed version)",
 		rules: func(_ string, kill func(string)) []faultproxy.Rule {
-			return []faultproxy.Rule{{Op: "secretsmanager.GetSecretValue", Match: crashContains(`"VersionId"`), Times: 1, After: kill}}
+			return []faultproxy.Rule{{Op: "secretsmanager.GetSecretValue", Match: bodyContains(`"VersionId"`), Times: 1, After: kill}}
 		},
 		want60: refresher.OutcomeNotDue, want0: refresher.OutcomeNotDue, calls: 0, genDelta: 0,
 	},
@@ -204,7 +200,7 @@ var crashPoints = []crashPoint{
 	{
 		name: "provider answered, not persisted",
 		rules: func(_ string, kill func(string)) []faultproxy.Rule {
-			return []faultproxy.Rule{{Op: "secretsmanager.PutSecretValue", Match: crashContains(refresher.PendingStage), Times: 1,
+			return []faultproxy.Rule{{Op: "secretsmanager.PutSecretValue", Match: bodyContains(refresher.PendingStage), Times: 1,
 				Drop: faultproxy.DropBeforeForward, Before: kill}}
 		},
 		want60: refresher.OutcomeRefreshed, want0: refresher.OutcomeNeedsReauth, calls: 1, genDelta: 1,
@@ -212,14 +208,14 @@ var crashPoints = []crashPoint{
 	{
 		name: "persist",
 		rules: func(_ string, kill func(string)) []faultproxy.Rule {
-			return []faultproxy.Rule{{Op: "secretsmanager.PutSecretValue", Match: crashContains(refresher.PendingStage), Times: 1, After: kill}}
+			return []faultproxy.Rule{{Op: "secretsmanager.PutSecretValue", Match: bodyContains(refresher.PendingStage), Times: 1, After: kill}}
 		},
 		want60: refresher.OutcomeRefreshed, want0: refresher.OutcomeRefreshed, calls: 0, genDelta: 1,
 	},
 	{
 		name: "commit",
 		rules: func(_ string, kill func(string)) []faultproxy.Rule {
-			return []faultproxy.Rule{{Op: "DynamoDB_20120810.UpdateItem", Match: crashContains("prev_version_id"), Times: 1, After: kill}}
+			return []faultproxy.Rule{{Op: "DynamoDB_20120810.UpdateItem", Match: bodyContains("prev_version_id"), Times: 1, After: kill}}
 		},
 		want60: refresher.OutcomeNotDue, want0: refresher.OutcomeNotDue, calls: 0, genDelta: 1,
 	},

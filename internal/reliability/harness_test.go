@@ -262,6 +262,18 @@ func (e *env) expireLease(name string) {
 	}
 }
 
+// bodyContains matches a request body (a fault-proxy Rule.Match) holding every one of parts.
+func bodyContains(parts ...string) func([]byte) bool {
+	return func(body []byte) bool {
+		for _, p := range parts {
+			if !strings.Contains(string(body), p) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
 func rotatingDoc(url, clientID, clientSecret, rt, grace string) map[string]any {
 	registerSecrets(clientSecret, rt)
 	return map[string]any{

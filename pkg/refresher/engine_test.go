@@ -113,11 +113,7 @@ func newSahamati(t *testing.T, entity string, clock *providersim.Clock) *provide
 // the one in the committed private version, and generation strictly increases.
 func TestRotatingTwoHundredRefreshes(t *testing.T) {
 	clock := providersim.NewClock(time.Now())
-	cs := "cs-" + randID()
-	registerSecrets(cs)
-	sim := providersim.NewRotating(providersim.RotatingOptions{ClientID: "app", ClientSecret: cs, Now: clock.Now})
-	defer sim.Close()
-	registerIssuer(sim)
+	sim, cs := newRotating(t, clock)
 	seed := sim.Seed("offline_access fund.read target:b/acme")
 	e := newEnv(t, clock.Now, nil)
 	e.seed("acme", rotatingDoc(sim.URL(), "app", cs, seed, ""))
@@ -149,6 +145,17 @@ func TestRotatingTwoHundredRefreshes(t *testing.T) {
 		t.Errorf("got %d provider requests, want %d", got, n)
 	}
 	t.Logf("figure: %d consecutive rotations, 0 mismatches, final generation %d", n, last)
+}
+
+// newRotating starts a strict single-use provider for client "app" and returns it with
+// the client secret; both are registered for the leak scan.
+func newRotating(t *testing.T, clock *providersim.Clock) (*providersim.Rotating, string) {
+	cs := "cs-" + randID()
+	registerSecrets(cs)
+	sim := providersim.NewRotating(providersim.RotatingOptions{ClientID: "app", ClientSecret: cs, Now: clock.Now})
+	t.Cleanup(sim.Close)
+	registerIssuer(sim)
+	return sim, cs
 }
 
 // Acceptance 4: a quota of 300 shared by several tokens; 400 due refreshes → exactly 300
@@ -192,11 +199,7 @@ func TestQuotaSharedByTokens(t *testing.T) {
 // request on later runs; re-seeding makes it active again.
 func TestRejectionNeedsReauthAndReseed(t *testing.T) {
 	clock := providersim.NewClock(time.Now())
-	cs := "cs-" + randID()
-	sim := providersim.NewRotating(providersim.RotatingOptions{ClientID: "app", ClientSecret: cs, Now: clock.Now})
-	defer sim.Close()
-	registerIssuer(sim)
-	registerSecrets(cs)
+	sim, cs := newRotating(t, clock)
 	e := newEnv(t, clock.Now, nil)
 	e.seed("biz", rotatingDoc(sim.URL(), "app", cs, "rot_rt_not-a-token-"+randID(), ""))
 

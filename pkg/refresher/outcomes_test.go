@@ -59,11 +59,7 @@ func TestThrottledSkipsUntilNextDay(t *testing.T) {
 // committed state is untouched, and the next run recovers.
 func TestTransientFailureThenRecovery(t *testing.T) {
 	clock := providersim.NewClock(time.Now())
-	cs := "cs-" + randID()
-	registerSecrets(cs)
-	sim := providersim.NewRotating(providersim.RotatingOptions{ClientID: "app", ClientSecret: cs, Now: clock.Now})
-	defer sim.Close()
-	registerIssuer(sim)
+	sim, cs := newRotating(t, clock)
 	seed := sim.Seed("offline_access fund.read target:b/t")
 	e := newEnv(t, clock.Now, nil) // 2 attempts
 	e.seed("t", rotatingDoc(sim.URL(), "app", cs, seed, ""))
@@ -159,11 +155,7 @@ func (l *teeBuilder) Write(p []byte) (int, error) {
 // wins) instead of leaving the token stuck behind the in-flight record.
 func TestOperatorEditSupersedesInflight(t *testing.T) {
 	clock := providersim.NewClock(time.Now())
-	cs := "cs-" + randID()
-	registerSecrets(cs)
-	sim := providersim.NewRotating(providersim.RotatingOptions{ClientID: "app", ClientSecret: cs, Now: clock.Now})
-	defer sim.Close()
-	registerIssuer(sim)
+	sim, cs := newRotating(t, clock)
 	e := newEnv(t, clock.Now, nil) // 2 attempts
 	e.seed("op", rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access fund.read target:b/op"), ""))
 	sim.FailNext(2, 502)

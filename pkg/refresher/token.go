@@ -130,8 +130,6 @@ func (t *tokenRun) run(force bool) Row {
 		switch {
 		case current.ID == t.rec.PrevVersionID || current.ID == doc.BaseVersionID:
 			labelFrom = current.ID // committed, label not moved yet
-		case t.rec.Inflight != nil && current.ID == t.rec.Inflight.To:
-			// cannot happen (we label after commit); recovery below settles it
 		default:
 			edited, row, ok := t.readDoc(current.ID)
 			if !ok {
