@@ -143,6 +143,19 @@ type Record struct {
 	Inflight            *Inflight
 	ConsecutiveFailures int
 	LastError           string
+	RefreshExpiresAt    time.Time   // when the committed refresh token expires (zero: unknown or none)
+	Writes              []time.Time // when each private version of the last 24 h was written (write budget)
+}
+
+// WritesSince counts the private versions written at or after t.
+func (r Record) WritesSince(t time.Time) int {
+	n := 0
+	for _, w := range r.Writes {
+		if !w.Before(t) {
+			n++
+		}
+	}
+	return n
 }
 
 // recordItem is the stored layout of a Record.
@@ -162,6 +175,8 @@ type recordItem struct {
 	Inflight            *inflightItem `dynamodbav:"inflight,omitempty"`
 	ConsecutiveFailures int           `dynamodbav:"consecutive_failures"`
 	LastError           string        `dynamodbav:"last_error,omitempty"`
+	RefreshExpiresAt    string        `dynamodbav:"refresh_expires_at,omitempty"`
+	Writes              []int64       `dynamodbav:"writes,omitempty"` // unix ms
 }
 
 type inflightItem struct {
@@ -224,6 +239,10 @@ func toItem(r Record) recordItem {
 		LeaseHolder:         r.LeaseHolder,
 		ConsecutiveFailures: r.ConsecutiveFailures,
 		LastError:           r.LastError,
+		RefreshExpiresAt:    formatTime(r.RefreshExpiresAt),
+	}
+	for _, w := range r.Writes {
+		it.Writes = append(it.Writes, w.UnixMilli())
 	}
 	if !r.LeaseUntil.IsZero() {
 		it.LeaseUntil = r.LeaseUntil.UnixMilli()
@@ -261,6 +280,12 @@ func decodeRecord(av map[string]types.AttributeValue) (Record, error) {
 	}
 	if r.NextDueAt, err = parseTime(attrNextDueAt, it.NextDueAt); err != nil {
 		return Record{}, err
+	}
+	if r.RefreshExpiresAt, err = parseTime("refresh_expires_at", it.RefreshExpiresAt); err != nil {
+		return Record{}, err
+	}
+	for _, ms := range it.Writes {
+		r.Writes = append(r.Writes, msTime(ms))
 	}
 	if it.Inflight != nil {
 		started, err := parseTime("inflight.started_at", it.Inflight.StartedAt)

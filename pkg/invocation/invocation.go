@@ -1,0 +1,74 @@
+// Package invocation is the refresher's invoke contract, shared by the function, tokenctl and
+// the consumer library: the request a caller sends, the report it gets back, the outcomes and
+// the token-name rule. It has no dependencies so consumers can import it cheaply.
+package invocation
+
+// Outcomes, one per token per invocation.
+const (
+	OutcomeRefreshed      = "refreshed"
+	OutcomeNotDue         = "not_due"
+	OutcomeLeaseHeld      = "lease_held"
+	OutcomeQuotaExhausted = "quota_exhausted"
+	OutcomeThrottled      = "throttled"
+	OutcomeNeedsReauth    = "needs_reauth"
+	OutcomeInvalidConfig  = "invalid_config"
+	OutcomeFailed         = "failed"
+)
+
+// Request is a direct invoke. Exactly one of Tokens (operator, with Force), Ensure
+// (consumer) or Sweep is set; an EventBridge scheduled event or {} is a reconcile.
+type Request struct {
+	Tokens []string `json:"tokens,omitempty"`
+	Force  bool     `json:"force,omitempty"`
+	Ensure []string `json:"ensure,omitempty"`
+	Sweep  bool     `json:"sweep,omitempty"`
+}
+
+// Row is one token's line in the report. It never holds a secret.
+type Row struct {
+	Name       string `json:"name"`
+	Outcome    string `json:"outcome"`
+	ExpiresAt  string `json:"expires_at,omitempty"`
+	Generation int64  `json:"generation,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// Report is what an invocation returns.
+type Report struct {
+	RequestID string         `json:"request_id,omitempty"`
+	Tokens    []Row          `json:"tokens"`
+	Summary   map[string]int `json:"summary"`
+}
+
+// Failed lists the rows whose outcome is failed.
+func (r *Report) Failed() []Row {
+	var out []Row
+	for _, row := range r.Tokens {
+		if row.Outcome == OutcomeFailed {
+			out = append(out, row)
+		}
+	}
+	return out
+}
+
+// MaxNameLen is the longest token name accepted.
+const MaxNameLen = 201
+
+// ValidName reports whether name is a token name: 1–201 characters, starting with a letter
+// or digit, then letters, digits and . _ @ + = / -. Written out rather than as a regexp so
+// that no package pays for compiling one at init.
+func ValidName(name string) bool {
+	if len(name) == 0 || len(name) > MaxNameLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '@' || c == '+' || c == '=' || c == '/' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
