@@ -223,7 +223,7 @@ func (e *Emulator) deliver(ctx context.Context, rt *runtime, inv *invocation) (r
 	limit := initTimeout
 	inv.deadline = time.Time{}
 	if warm {
-		inv.deadline = time.UnixMilli(time.Now().Add(e.o.Timeout).UnixMilli())
+		inv.deadline = deadlineAfter(time.Now(), e.o.Timeout)
 		limit = time.Until(inv.deadline)
 	}
 	timer := time.NewTimer(limit)
@@ -503,7 +503,7 @@ func (rt *runtime) handleNext(w http.ResponseWriter, r *http.Request) {
 		// The header has millisecond precision; keep exactly the instant the
 		// function sees so a ctx-aware handler's answer at its deadline counts as late.
 		if inv.deadline.IsZero() {
-			inv.deadline = time.UnixMilli(now.Add(rt.e.o.Timeout).UnixMilli())
+			inv.deadline = deadlineAfter(now, rt.e.o.Timeout)
 		}
 		deadlineMS := inv.deadline.UnixMilli()
 		inv.deliveredAt = now
@@ -692,4 +692,15 @@ func lookupEnv(env []string, key string) string {
 		}
 	}
 	return v
+}
+
+// deadlineAfter is now+timeout rounded up to the millisecond the deadline header
+// carries. Rounding down would end an invocation up to 1 ms before its timeout.
+func deadlineAfter(now time.Time, timeout time.Duration) time.Time {
+	d := now.Add(timeout)
+	ms := time.UnixMilli(d.UnixMilli())
+	if ms.Before(d) {
+		ms = ms.Add(time.Millisecond)
+	}
+	return ms
 }
