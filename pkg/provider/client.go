@@ -1,15 +1,16 @@
 // Package provider talks to token endpoints: one Refresh call is one HTTP request to the
-// provider named by a token.Provider block, in one of four profiles (DESIGN.md §1):
+// provider named by a token.Provider block, in one of four profiles (docs/design.md §1):
 //
 //   - refresh_token + body form: RFC 6749 §6, sent with golang.org/x/oauth2;
 //   - refresh_token + body json: vault.ist's JSON body, RFC 6749-shaped answer;
 //   - client_credentials: RFC 6749 §4.4, sent with golang.org/x/oauth2/clientcredentials;
 //   - sahamati_entity: Sahamati's entity token, form id/secret, camelCase answer.
 //
-// Failures come back as *Error with one of four classes (ErrRejected, ErrThrottled,
-// ErrTransient, ErrMalformed). The client never retries and never follows a redirect: the
-// engine retries and counts every attempt against the provider's quota, and a single-use
-// refresh token must not be spent twice by accident.
+// Failures come back as *Error with one of five classes (ErrRejected, ErrThrottled,
+// ErrTransient, ErrMalformed, ErrUnexpected); an ErrMalformed answer that rotated the
+// refresh token carries the new one in Error.NewRefreshToken. The client never retries and
+// never follows a redirect: the engine retries and counts every attempt against the
+// provider's quota, and a single-use refresh token must not be spent twice by accident.
 package provider
 
 import (
@@ -42,6 +43,9 @@ const (
 	FallbackExpiresIn = time.Hour
 	// maxBody is the largest response body read; a bigger 2xx body is malformed.
 	maxBody = 1 << 20
+	// maxSalvage bounds how much of a bigger 2xx body is streamed through for a rotated
+	// refresh token (salvageRefresh); a larger answer is abandoned at that point.
+	maxSalvage = 8 << 20
 	// maxLifetime bounds a stated lifetime; anything longer is nonsense, not a token.
 	maxLifetime = 365 * 24 * time.Hour
 )
@@ -170,7 +174,7 @@ func (c *Client) Refresh(ctx context.Context, refreshToken token.Secret) (*Resul
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
-	rec := &recorder{base: c.base, userAgent: c.ua}
+	rec := &recorder{base: c.base, userAgent: c.ua, dialect: c.dialect()}
 	hc := c.hc
 	hc.Transport = rec
 	start := c.now()
@@ -294,6 +298,9 @@ type captured struct {
 	header   http.Header
 	body     []byte
 	tooLarge bool
+	// From a tooLarge 2xx body: the refresh token and lifetime found by salvageRefresh.
+	salvagedRT   string
+	salvagedLife time.Duration
 }
 
 // recorder sets the common headers and keeps the response, so every profile — including
@@ -302,6 +309,7 @@ type captured struct {
 type recorder struct {
 	base      http.RoundTripper
 	userAgent string
+	dialect   *dialect // names the refresh token salvaged from an oversized 2xx body
 	resp      *captured
 }
 
@@ -314,15 +322,20 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
-	_ = resp.Body.Close()
 	if err != nil {
+		_ = resp.Body.Close()
 		return nil, err // a body cut off mid-way is no answer: transient
 	}
 	c := &captured{status: resp.StatusCode, header: resp.Header, body: body}
 	if len(body) > maxBody {
 		c.tooLarge = true
+		if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+			rest := io.LimitReader(resp.Body, maxSalvage-int64(len(body)))
+			c.salvagedRT, c.salvagedLife = salvageRefresh(io.MultiReader(bytes.NewReader(body), rest), r.dialect)
+		}
 		c.body = body[:maxBody]
 	}
+	_ = resp.Body.Close()
 	r.resp = c
 	resp.Body = io.NopCloser(bytes.NewReader(c.body))
 	return resp, nil

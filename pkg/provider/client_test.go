@@ -29,6 +29,9 @@ const (
 
 var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
+// allClasses are the failure classes; every *Error matches exactly one.
+var allClasses = []error{ErrRejected, ErrThrottled, ErrTransient, ErrMalformed, ErrUnexpected}
+
 func fixedNow() time.Time { return t0 }
 
 // seen is one request as a test server received it.
@@ -451,7 +454,7 @@ func TestErrorClasses(t *testing.T) {
 			wantClass: ErrRejected, wantCode: "invalid_client", wantString: "provider: rejected: 401 invalid_client",
 		},
 		{name: "unauthorized_client", prov: formProvider, status: 400, body: `{"error":"unauthorized_client"}`, wantClass: ErrRejected, wantCode: "unauthorized_client"},
-		{name: "invalid_scope", prov: ccProvider, status: 400, body: `{"error":"invalid_scope"}`, wantClass: ErrRejected, wantCode: "invalid_scope"},
+		{name: "invalid_scope is not a rejection", prov: ccProvider, status: 400, body: `{"error":"invalid_scope"}`, wantClass: ErrUnexpected, wantCode: "invalid_scope"},
 		{
 			name: "vault 401", prov: jsonProvider, status: 401,
 			body:      `{"status":"UNAUTHORIZED","message":"The Token has expired on 2025-01-01T00:00:00.000Z","traceId":"TraceId unavailable","errors":[]}`,
@@ -480,16 +483,16 @@ func TestErrorClasses(t *testing.T) {
 		{name: "503 temporarily_unavailable", prov: ccProvider, status: 503, body: `{"error":"temporarily_unavailable"}`, wantClass: ErrTransient, wantCode: "temporarily_unavailable"},
 		{name: "408", prov: sahamatiProvider, status: 408, body: ``, wantClass: ErrTransient},
 		{name: "400 temporarily_unavailable", prov: formProvider, status: 400, body: `{"error":"temporarily_unavailable"}`, wantClass: ErrTransient, wantCode: "temporarily_unavailable"},
-		{name: "404", prov: formProvider, status: 404, body: `not found`, wantClass: ErrRejected, wantMsg: "not found"},
-		{name: "403 nested error", prov: ccProvider, status: 403, body: `{"error":{"status":"PERMISSION_DENIED","message":"no"}}`, wantClass: ErrRejected, wantCode: "PERMISSION_DENIED", wantMsg: "no"},
+		{name: "404", prov: formProvider, status: 404, body: `not found`, wantClass: ErrUnexpected, wantMsg: "not found"},
+		{name: "403 nested error", prov: ccProvider, status: 403, body: `{"error":{"status":"PERMISSION_DENIED","message":"no"}}`, wantClass: ErrUnexpected, wantCode: "PERMISSION_DENIED", wantMsg: "no"},
 		{
 			name: "form-encoded error body via x/oauth2", prov: formProvider, status: 400,
 			header: http.Header{"Content-Type": {"application/x-www-form-urlencoded"}},
 			body:   "error=invalid_grant&error_description=used+twice", wantClass: ErrRejected, wantCode: "invalid_grant", wantMsg: "used twice",
 		},
 		{name: "200 with an error", prov: formProvider, status: 200, body: `{"error":"invalid_grant","error_description":"nope"}`, wantClass: ErrRejected, wantCode: "invalid_grant", wantMsg: "nope"},
-		{name: "sahamati 200 with an errorCode", prov: sahamatiProvider, status: 200, body: `{"errorCode":"Unauthorized","errorMsg":"nope"}`, wantClass: ErrRejected, wantCode: "Unauthorized", wantMsg: "nope"},
-		{name: "status 600", prov: formProvider, status: 600, body: `{}`, wantClass: ErrMalformed},
+		{name: "sahamati 200 with an errorCode is not its documented 401", prov: sahamatiProvider, status: 200, body: `{"errorCode":"Unauthorized","errorMsg":"nope"}`, wantClass: ErrUnexpected, wantCode: "Unauthorized", wantMsg: "nope"},
+		{name: "status 600", prov: formProvider, status: 600, body: `{}`, wantClass: ErrUnexpected},
 		{name: "500 over 1 MiB is still transient", prov: formProvider, status: 500, body: strings.Repeat("x", 2*maxBody), wantClass: ErrTransient},
 	}
 	for _, tt := range tests {
@@ -503,7 +506,7 @@ func TestErrorClasses(t *testing.T) {
 			if !errors.Is(err, tt.wantClass) {
 				t.Errorf("got class %v, want %v", e.Class, tt.wantClass)
 			}
-			for _, other := range []error{ErrRejected, ErrThrottled, ErrTransient, ErrMalformed} {
+			for _, other := range allClasses {
 				if other != tt.wantClass && errors.Is(err, other) {
 					t.Errorf("error also matches %v", other)
 				}
@@ -570,8 +573,8 @@ func TestRedirectNotFollowed(t *testing.T) {
 			for _, p := range []token.Provider{formProvider(redir.tokenURL()), jsonProvider(redir.tokenURL()), ccProvider(redir.tokenURL()), sahamatiProvider(redir.tokenURL())} {
 				_, err := newTestClient(t, p, Options{}).Refresh(context.Background(), testRT)
 				var e *Error
-				if !errors.As(err, &e) || !errors.Is(err, ErrRejected) || e.Status != status {
-					t.Errorf("%s: got %v, want rejected with status %d", p.Grant, err, status)
+				if !errors.As(err, &e) || !errors.Is(err, ErrUnexpected) || e.Status != status {
+					t.Errorf("%s: got %v, want unexpected with status %d", p.Grant, err, status)
 				}
 				if e != nil && !strings.Contains(e.Message, "redirect not followed") {
 					t.Errorf("Message: got %q, want it to say the redirect was not followed", e.Message)
@@ -594,8 +597,8 @@ func TestBaseClientRedirectPolicyIsNotUsedOrChanged(t *testing.T) {
 	})
 	base := &http.Client{} // follows redirects itself
 	c := newTestClient(t, formProvider(redir.tokenURL()), Options{HTTPClient: base})
-	if _, err := c.Refresh(context.Background(), testRT); !errors.Is(err, ErrRejected) {
-		t.Fatalf("got %v, want rejected", err)
+	if _, err := c.Refresh(context.Background(), testRT); !errors.Is(err, ErrUnexpected) {
+		t.Fatalf("got %v, want unexpected", err)
 	}
 	if base.CheckRedirect != nil {
 		t.Error("New changed the caller's http.Client")
@@ -777,6 +780,8 @@ func TestErrorString(t *testing.T) {
 		{&Error{Class: ErrThrottled, Status: 429, RetryAfter: time.Minute}, "provider: throttled: 429 (retry after 1m0s)"},
 		{&Error{Class: ErrTransient, Err: errors.New("dial tcp: refused")}, "provider: transient: dial tcp: refused"},
 		{&Error{Class: ErrMalformed, Status: 200, Message: "no access_token"}, "provider: malformed response: 200: no access_token"},
+		{&Error{Class: ErrUnexpected, Status: 403, Message: "Forbidden"}, "provider: unexpected response: 403: Forbidden"},
+		{&Error{Class: ErrMalformed, Status: 200, Message: "no access_token", NewRefreshToken: "rt-salvaged-x"}, "provider: malformed response: 200: no access_token (the answer carried a new refresh token)"},
 	}
 	for _, tt := range tests {
 		if got := tt.err.Error(); got != tt.want {

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -43,6 +44,10 @@ var seedBodies = []struct {
 	{302, ""},
 	{200, `[]`},
 	{200, `null`},
+	{200, `{"refresh_token":"rt-rotated-but-no-access","expires_in":900}`},
+	{200, `{"access_token":"at","refresh_token":"rt-rotated-bad-expiry","expires_in":315360000,"refresh_expires_in":2592000}`},
+	{403, "<html><head><title>403 Forbidden</title></head><body>Request blocked by WAF</body></html>"},
+	{400, `{"error":"invalid_grant","error_description":"The provided authorization grant (e.g., authorization code, resource owner credentials) or refresh token is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client. The refresh token was already used."}`},
 }
 
 func fuzzClient(t testing.TB, p token.Provider) *Client {
@@ -87,7 +92,7 @@ func checkInterpret(t *testing.T, c *Client, status int, body []byte) {
 		t.Fatalf("got %T %v, want *Error", err, err)
 	}
 	classes := 0
-	for _, class := range []error{ErrRejected, ErrThrottled, ErrTransient, ErrMalformed} {
+	for _, class := range allClasses {
 		if errors.Is(err, class) {
 			classes++
 		}
@@ -102,6 +107,15 @@ func checkInterpret(t *testing.T, c *Client, status int, body []byte) {
 	for _, s := range []string{fuzzRT, fuzzCS, fuzzES} {
 		if strings.Contains(text, s) {
 			t.Fatalf("error leaks %q: %s", s, text)
+		}
+	}
+	if !e.NewRefreshToken.IsZero() {
+		// Only an unusable 2xx hands back a refresh token, and only a new one from the body.
+		if e.Class != ErrMalformed || status < 200 || status > 299 || e.NewRefreshToken.Reveal() == fuzzRT {
+			t.Fatalf("NewRefreshToken set on %v (status %d)", e.Class, status)
+		}
+		if rt := e.NewRefreshToken.Reveal(); len(rt) >= 8 && !strings.Contains(redactedText, rt) && strings.Contains(fmt.Sprintf("%s %v %+v %#v", err, err, err, e), rt) {
+			t.Fatalf("error prints the salvaged refresh token: %s", text)
 		}
 	}
 	if e.Class == ErrMalformed {

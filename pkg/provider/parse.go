@@ -3,7 +3,9 @@ package provider
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,7 +56,9 @@ type tokenResponse struct {
 }
 
 // parseToken reads a 2xx body. The reason it gives for a malformed body names a field, never
-// a value, so it is safe in an error string.
+// a value, so it is safe in an error string. The refresh token and its lifetime are read
+// first, so a body that is unusable for another reason still hands back a rotated refresh
+// token (the provider may have spent the old one).
 func parseToken(body []byte, d *dialect) (tokenResponse, string) {
 	var tr tokenResponse
 	var m map[string]json.RawMessage
@@ -69,14 +73,24 @@ func parseToken(body []byte, d *dialect) (tokenResponse, string) {
 		return tr, ""
 	}
 	var ok bool
+	if tr.refreshToken, ok = stringField(m, d.refreshToken); !ok {
+		return tr, d.refreshToken + " is not a string"
+	}
+	// The refresh lifetime is advice: a bad one is ignored rather than losing the answer
+	// (and with it a rotated refresh token). 0 means "none stated" (Sahamati, Keycloak).
+	for _, name := range d.refreshExpiresIn {
+		if raw, present := field(m, name); present {
+			if secs, ok := refreshSeconds(raw); ok {
+				tr.refreshExpiresIn = time.Duration(secs * float64(time.Second))
+				break
+			}
+		}
+	}
 	if tr.accessToken, ok = stringField(m, d.accessToken); !ok {
 		return tr, d.accessToken + " is not a string"
 	}
 	if tr.accessToken == "" {
 		return tr, "no " + d.accessToken
-	}
-	if tr.refreshToken, ok = stringField(m, d.refreshToken); !ok {
-		return tr, d.refreshToken + " is not a string"
 	}
 	if tr.tokenType, ok = stringField(m, d.tokenType); !ok {
 		return tr, d.tokenType + " is not a string"
@@ -99,17 +113,73 @@ func parseToken(body []byte, d *dialect) (tokenResponse, string) {
 			return tr, d.expiresIn + " is not positive"
 		}
 	}
-	// The refresh lifetime is advice: a bad one is ignored rather than losing the answer
-	// (and with it a rotated refresh token). 0 means "none stated" (Sahamati, Keycloak).
-	for _, name := range d.refreshExpiresIn {
-		if raw, present := field(m, name); present {
-			if secs, ok := seconds(raw); ok && secs > 0 && secs <= 10*maxLifetime.Seconds() {
-				tr.refreshExpiresIn = time.Duration(secs * float64(time.Second))
-				break
+	return tr, ""
+}
+
+// refreshSeconds reads a stated refresh-token lifetime; ok is false for one that is not a
+// positive number of at most ten years.
+func refreshSeconds(raw json.RawMessage) (float64, bool) {
+	secs, ok := seconds(raw)
+	return secs, ok && secs > 0 && secs <= 10*maxLifetime.Seconds()
+}
+
+// salvageRefresh streams an oversized 2xx body — at most maxSalvage bytes of it — for the
+// top-level refresh token and its lifetime, which an over-cap answer may still carry after
+// the provider spent the old refresh token. A json.Decoder walks the tokens, so no map of
+// the whole body is built; a member past the bound is not seen.
+func salvageRefresh(r io.Reader, d *dialect) (rt string, lifetime time.Duration) {
+	dec := json.NewDecoder(r)
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", 0
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return rt, lifetime
+		}
+		key, _ := t.(string)
+		switch {
+		case key == d.refreshToken, slices.Contains(d.refreshExpiresIn, key):
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err != nil {
+				return rt, lifetime
+			}
+			if key == d.refreshToken {
+				var s string
+				if json.Unmarshal(raw, &s) == nil {
+					rt = s
+				}
+			} else if secs, ok := refreshSeconds(raw); ok && lifetime == 0 {
+				lifetime = time.Duration(secs * float64(time.Second))
+			}
+		default:
+			if err := skipValue(dec); err != nil {
+				return rt, lifetime
 			}
 		}
 	}
-	return tr, ""
+	return rt, lifetime
+}
+
+// skipValue consumes one JSON value, however deeply nested, token by token.
+func skipValue(dec *json.Decoder) error {
+	depth := 0
+	for {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch t {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+		if depth == 0 {
+			return nil
+		}
+	}
 }
 
 // field returns a member; JSON null counts as absent.
@@ -245,7 +315,7 @@ func (c *Client) interpret(resp *captured, sendErr error, old token.Secret, star
 
 	switch {
 	case resp.status >= 300 && resp.status <= 399:
-		e.Class = ErrRejected
+		e.Class = ErrUnexpected
 		msg := "redirect not followed"
 		if loc := resp.header.Get("Location"); loc != "" {
 			msg += " (to " + loc + ")"
@@ -262,12 +332,13 @@ func (c *Client) interpret(resp *captured, sendErr error, old token.Secret, star
 				msg = plainText(resp.body)
 			}
 		}
-		e.Class = classify(resp.status, code)
+		e.Class = c.classify(resp.status, code, resp.body)
 		e.Code, e.Message = red.text(code), red.text(msg)
 		e.RetryAfter = retryAfter(resp.header, now)
 		return nil, e
 	case resp.tooLarge:
 		e.Class, e.Message = ErrMalformed, "the body is over 1 MiB"
+		c.salvaged(e, resp.salvagedRT, resp.salvagedLife, old, start)
 		return nil, e
 	}
 
@@ -276,9 +347,10 @@ func (c *Client) interpret(resp *captured, sendErr error, old token.Secret, star
 	switch {
 	case reason != "":
 		e.Class, e.Message = ErrMalformed, reason
+		c.salvaged(e, tr.refreshToken, tr.refreshExpiresIn, old, start)
 		return nil, e
 	case tr.errCode != "":
-		e.Class = classify(resp.status, tr.errCode)
+		e.Class = c.classify(resp.status, tr.errCode, resp.body)
 		e.Code, e.Message = red.text(tr.errCode), red.text(tr.errMsg)
 		return nil, e
 	}
@@ -311,4 +383,16 @@ func (c *Client) interpret(resp *captured, sendErr error, old token.Secret, star
 		r.Scope = strings.Join(strings.Fields(c.cfg.Scope), " ")
 	}
 	return r, nil
+}
+
+// salvaged keeps a refresh token that an unusable 2xx answer carried, when it differs from
+// the one sent: the provider has then rotated, and the old one may already be spent.
+func (c *Client) salvaged(e *Error, rt string, lifetime time.Duration, old token.Secret, start time.Time) {
+	if rt == "" || rt == old.Reveal() {
+		return
+	}
+	e.NewRefreshToken = token.Secret(rt)
+	if lifetime > 0 {
+		e.RefreshExpiresAt = start.Add(lifetime)
+	}
 }

@@ -360,7 +360,7 @@ func TestRedirectToSimulatorNotFollowed(t *testing.T) {
 	t.Cleanup(redir.Close)
 	c := newClient(t, rotatingProvider(redir.URL+"/oauth2/token", token.AuthBasic), nil, 0)
 	_, err := c.Refresh(context.Background(), token.Secret(s.Seed("")))
-	wantErr(t, err, provider.ErrRejected, http.StatusFound, "")
+	wantErr(t, err, provider.ErrUnexpected, http.StatusFound, "")
 	if n := s.Requests(); n != 0 {
 		t.Errorf("the redirect target got %d requests, want 0", n)
 	}
@@ -410,7 +410,7 @@ func TestVault(t *testing.T) {
 	form := vaultProvider(s.URL())
 	form.Body = token.BodyForm
 	_, err = refresh(t, s, newClient(t, form, clock.Now, 0), s.Seed())
-	e = wantErr(t, err, provider.ErrRejected, 400, "BAD_REQUEST")
+	e = wantErr(t, err, provider.ErrUnexpected, 400, "BAD_REQUEST") // a request problem, not refused credentials
 	if !strings.Contains(e.Message, "application/json") {
 		t.Errorf("Message: got %q, want vault's Content-Type complaint", e.Message)
 	}
@@ -446,7 +446,7 @@ func TestClientCredentials(t *testing.T) {
 			wide := p
 			wide.Scope = "fund.read admin"
 			_, err = refresh(t, s, newClient(t, wide, clock.Now, 0), "")
-			wantErr(t, err, provider.ErrRejected, 400, "invalid_scope")
+			wantErr(t, err, provider.ErrUnexpected, 400, "invalid_scope")
 
 			bad := p
 			bad.ClientSecret = "wrong-secret"
@@ -512,4 +512,58 @@ func TestSahamati(t *testing.T) {
 	clock.Advance(61 * 24 * time.Hour)
 	_, err = refresh(t, s, c, "")
 	wantErr(t, err, provider.ErrRejected, 401, "Unauthorized")
+}
+
+// TestProxyAnswersDoNotReject: a WAF, a gateway or a misroute in front of a real simulator is
+// ErrUnexpected, and the simulator's refresh token stays live for the next run.
+func TestProxyAnswersDoNotReject(t *testing.T) {
+	clock := providersim.NewClock(simT0)
+	rot := providersim.NewRotating(providersim.RotatingOptions{ClientID: simClientID, ClientSecret: simClientSecret, Now: clock.Now})
+	t.Cleanup(rot.Close)
+	c := newClient(t, rotatingProvider(rot.URL(), token.AuthBasic), clock.Now, 0)
+	rt := rot.Seed("")
+	html := http.Header{"Content-Type": {"text/html"}}
+	for _, tc := range []struct {
+		status     int
+		body, code string
+	}{
+		{403, "<html><head><title>403 Forbidden</title></head><body>Request blocked by the web application firewall</body></html>", ""},
+		{404, "<html><body>Not Found</body></html>", ""},
+		{401, "<html><body>401 Authorization Required</body></html>", ""},
+		{400, `{"error":"invalid_request","error_description":"The request is missing a required parameter."}`, "invalid_request"},
+	} {
+		rot.RespondNext(tc.status, html, []byte(tc.body))
+		_, err := refresh(t, rot, c, rt)
+		wantErr(t, err, provider.ErrUnexpected, tc.status, tc.code)
+		if errors.Is(err, provider.ErrRejected) {
+			t.Errorf("%d: got %v, want not rejected", tc.status, err)
+		}
+	}
+	if rot.Live(rt) != rt {
+		t.Fatal("a proxy answer consumed the refresh token")
+	}
+	if _, err := refresh(t, rot, c, rt); err != nil {
+		t.Fatalf("Refresh after the proxy answers: %v", err)
+	}
+}
+
+// TestMalformedAnswerKeepsRotatedToken: an unusable 2xx from the vault simulator that carries
+// a new refresh token hands it back on the error.
+func TestMalformedAnswerKeepsRotatedToken(t *testing.T) {
+	s := providersim.NewVault(providersim.VaultOptions{})
+	t.Cleanup(s.Close)
+	c := newClient(t, vaultProvider(s.URL()), nil, 0)
+	const rotated = "vlt_rt_salvaged_4Kd9"
+	for name, body := range map[string]string{
+		"no access_token": `{"refresh_token":"` + rotated + `","token_type":"Bearer","expires_in":86400}`,
+		"expires_in zero": `{"access_token":"vlt_at_zero_1","refresh_token":"` + rotated + `","expires_in":0}`,
+	} {
+		s.RespondNext(200, http.Header{"Content-Type": {"application/json"}}, []byte(body))
+		r, err := refresh(t, s, c, s.Seed())
+		e := wantErr(t, err, provider.ErrMalformed, 200, "")
+		if r != nil || e.NewRefreshToken.Reveal() != rotated {
+			t.Errorf("%s: got result %v and NewRefreshToken %q, want nil and the rotated token", name, r, e.NewRefreshToken.Reveal())
+		}
+		noLeak(t, err, rotated, "vlt_at_zero_1")
+	}
 }

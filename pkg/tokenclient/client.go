@@ -4,8 +4,9 @@
 // A token is cached until its expires_at minus a margin, not for a fixed TTL, so a
 // 24 h token republished every 12 h costs a process about two GetSecretValue calls a
 // day however often it asks. Concurrent callers share one read (singleflight). The
-// package never refreshes at the provider itself; with an Invoker it can ask the
-// refresher function to refresh once when the published token has already expired.
+// package never refreshes at the provider itself; with an Invoker it asks the refresher
+// function to "ensure" the token (invocation.Request{Ensure: …}) when the published token
+// is inside its margin or expired, once per published token across all callers.
 package tokenclient
 
 import (
@@ -44,6 +45,10 @@ const (
 	// it too), so it gets its own bounds.
 	readTimeout   = 30 * time.Second
 	invokeTimeout = 2 * time.Minute
+
+	// noExpiryTTL is how long a token published without expires_at is cached: nothing says
+	// when it ends, so it is re-read every few minutes and after a 401.
+	noExpiryTTL = 5 * time.Minute
 )
 
 // Options configure a Client. The zero value is usable.
@@ -65,11 +70,15 @@ type Options struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 
-	// Invoker enables on-demand refresh: when the published token has already
-	// expired, the refresher function FunctionName is invoked synchronously with
-	// {"tokens":[TokenName]} once per expired token, then the secret is re-read.
-	// FunctionName (name, ARN or alias) is required for this; without it, or without
-	// a token name, on-demand refresh stays off.
+	// Invoker enables ensure (opt-in, for short-lived tokens): when a read finds the
+	// published token expiring within Margin (or expired), the refresher function
+	// FunctionName is invoked synchronously with {"ensure":[TokenName]} — at most once
+	// per published token (generation and expires_at) across all callers of the Client —
+	// and the secret is read again. The refresher refreshes only if the token is inside
+	// its own margin, otherwise it touches nothing. A still-valid token is served if the
+	// invoke fails. FunctionName (name, ARN, or qualified with the "ensure" alias, e.g.
+	// "token-refresher:ensure", whose policy allows only ensure) is required; without it,
+	// or without a token name, ensure stays off. Needs lambda:InvokeFunction.
 	Invoker      Invoker
 	FunctionName string
 
@@ -96,12 +105,12 @@ type Client struct {
 
 	cache   atomic.Pointer[entry] // nil: nothing cached
 	reads   singleflight.Group    // "read" (cache miss) and "reread" (after a 401)
-	invokes singleflight.Group    // keyed by the expired token
+	invokes singleflight.Group    // keyed by the published token (generation@expires_at)
 
 	mu         sync.Mutex
 	failErr    error     // outcome of the last failed read …
 	failUntil  time.Time // … returned until then without asking again
-	invokedFor string    // expiry key of the last on-demand refresh
+	invokedFor string    // key of the last published token ensure was invoked for
 }
 
 // New returns a Client for the access secret secretName (name or ARN), e.g.
@@ -134,7 +143,7 @@ func New(client secretsGetter, secretName string, opts Options) *Client {
 		c.tokenName = tokenNameFrom(secretName)
 	}
 	if c.invoker != nil && (c.functionName == "" || c.tokenName == "") {
-		c.log.Warn("tokenclient: on-demand refresh disabled: FunctionName and a token name are required",
+		c.log.Warn("tokenclient: ensure disabled: FunctionName and a token name are required",
 			"secret", secretName, "function", c.functionName, "token", c.tokenName)
 		c.invoker = nil
 	}
@@ -173,7 +182,7 @@ func tokenNameFrom(secretName string) string {
 
 // entry is one read of the secret. Entries are immutable once stored.
 type entry struct {
-	tok        oauth2.Token // copied out on every return: oauth2 mutates the tokens it is given
+	tok        oauth2.Token // copied out on every return: oauth2 mutates the tokens it is given; zero Expiry: none stated
 	generation int64
 	readAt     time.Time
 	freshUntil time.Time // served from the cache until then
@@ -185,19 +194,27 @@ func (e *entry) token() *oauth2.Token {
 	return &t
 }
 
-func (e *entry) valid(now time.Time) bool { return now.Before(e.tok.Expiry) }
+// valid: not expired. A token without a stated expiry is valid until a 401 says otherwise.
+func (e *entry) valid(now time.Time) bool { return e.tok.Expiry.IsZero() || now.Before(e.tok.Expiry) }
 
 // extended returns a copy served from the cache until now+d, never past expiry.
 func (e *entry) extended(now time.Time, d time.Duration) *entry {
 	n := *e
 	n.freshUntil = now.Add(d)
-	if n.freshUntil.After(n.tok.Expiry) {
+	if !n.tok.Expiry.IsZero() && n.freshUntil.After(n.tok.Expiry) {
 		n.freshUntil = n.tok.Expiry
 	}
 	return &n
 }
 
 func (c *Client) newEntry(d *accessDoc, now time.Time) *entry {
+	tok := oauth2.Token{AccessToken: d.AccessToken, TokenType: d.TokenType, Expiry: d.expiresAt}
+	extra := tok.WithExtra(map[string]any{"scope": d.Scope, "generation": d.Generation})
+	e := &entry{tok: *extra, generation: d.Generation, readAt: now}
+	if d.expiresAt.IsZero() {
+		e.freshUntil = now.Add(noExpiryTTL)
+		return e
+	}
 	m := c.margin
 	if half := d.expiresAt.Sub(now) / 2; half < m {
 		m = max(half, 0)
@@ -211,9 +228,13 @@ func (c *Client) newEntry(d *accessDoc, now time.Time) *entry {
 			fresh = d.expiresAt
 		}
 	}
-	tok := oauth2.Token{AccessToken: d.AccessToken, TokenType: d.TokenType, Expiry: d.expiresAt}
-	extra := tok.WithExtra(map[string]any{"scope": d.Scope, "generation": d.Generation})
-	return &entry{tok: *extra, generation: d.Generation, readAt: now, freshUntil: fresh}
+	e.freshUntil = fresh
+	return e
+}
+
+// inMargin: the published token expires within Margin, or has expired — worth an ensure.
+func (c *Client) inMargin(d *accessDoc, now time.Time) bool {
+	return !d.expiresAt.IsZero() && d.expiresAt.Sub(now) <= c.margin
 }
 
 // Token returns the published access token, from the cache while it is fresh. The
@@ -309,11 +330,12 @@ func (c *Client) reread(ctx context.Context, rejected string) (*entry, error) {
 	return c.fetch(ctx, old, rejected)
 }
 
-// fetch reads the secret, and at most once per expired token asks the refresher for a
-// new one. old is the entry cached when the flight started.
+// fetch reads the secret and, with ensure on, asks the refresher at most once per published
+// token that is inside its margin, then reads again. old is the entry cached when the flight
+// started.
 func (c *Client) fetch(ctx context.Context, old *entry, rejected string) (*entry, error) {
-	var refreshErr error
-	refreshed := false
+	var ensureErr error
+	ensured := false
 	for {
 		now := c.now()
 		d, err := c.read(ctx)
@@ -332,6 +354,15 @@ func (c *Client) fetch(ctx context.Context, old *entry, rejected string) (*entry
 		if rejected != "" && e.tok.AccessToken == rejected {
 			e.rejected = true
 		}
+		if !ensured && c.invoker != nil && c.inMargin(d, now) {
+			if did, err := c.ensureOnce(ctx, d); did {
+				ensured, ensureErr = true, err
+				if err != nil {
+					c.log.WarnContext(ctx, "tokenclient: ensure failed", "secret", c.secretName, "error", err)
+				}
+				continue // read what the refresher published
+			}
+		}
 		if e.valid(now) {
 			c.clearFailure()
 			return c.settle(e, now, rejected, true), nil
@@ -340,16 +371,10 @@ func (c *Client) fetch(ctx context.Context, old *entry, rejected string) (*entry
 		if cur := c.settle(e, now, rejected, false); cur != nil {
 			return cur, nil
 		}
-		if !refreshed && c.invoker != nil {
-			if did, err := c.refreshOnce(ctx, d); did {
-				refreshed, refreshErr = true, err
-				continue
-			}
-		}
 		err = fmt.Errorf("%w: %s expired at %s (generation %d)", ErrExpired,
 			c.secretName, d.expiresAt.Format(time.RFC3339), d.Generation)
-		if refreshErr != nil {
-			err = fmt.Errorf("%w; on-demand refresh: %w", err, refreshErr)
+		if ensureErr != nil {
+			err = fmt.Errorf("%w; ensure: %w", err, ensureErr)
 		}
 		c.setFailure(err, now)
 		return nil, err

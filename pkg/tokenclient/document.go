@@ -20,6 +20,7 @@ type accessDoc struct {
 	AccessToken string `json:"access_token"`
 	TokenType   string `json:"token_type"`
 	// A string, not time.Time, so a bad value gets our message rather than the decoder's.
+	// Absent or "" means no stated expiry (expiresAt stays zero).
 	ExpiresAt  string `json:"expires_at"`
 	Scope      string `json:"scope"`
 	Generation int64  `json:"generation"`
@@ -60,7 +61,12 @@ func parseAccessDoc(raw string) (*accessDoc, error) {
 		return nil, fmt.Errorf("%w: access_token is missing", ErrMalformed)
 	}
 	if d.ExpiresAt == "" {
-		return nil, fmt.Errorf("%w: expires_at is missing", ErrMalformed)
+		// Absent (or "" from older refreshers): no stated expiry. The token is used, re-read
+		// every few minutes and after a 401 (Client.newEntry).
+		if d.TokenType == "" {
+			d.TokenType = "Bearer"
+		}
+		return &d, nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, d.ExpiresAt)
 	if err != nil {

@@ -9,13 +9,16 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+
+	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 )
 
-// refreshOnce invokes the refresher for the expired token d unless that was already
-// done for this very token (same generation and expires_at). Concurrent callers for
-// the same token share one invoke. did reports whether an invoke for d has run
-// (by this caller or one it joined), i.e. whether re-reading can help.
-func (c *Client) refreshOnce(ctx context.Context, d *accessDoc) (did bool, err error) {
+// ensureOnce invokes the refresher with {"ensure":[name]} for the published token d unless
+// that was already done for this very token (same generation and expires_at): at most one
+// invoke per expiry per process. Concurrent callers for the same token share one invoke.
+// did reports whether an invoke for d has run (by this caller or one it joined), i.e.
+// whether re-reading can help.
+func (c *Client) ensureOnce(ctx context.Context, d *accessDoc) (did bool, err error) {
 	key := strconv.FormatInt(d.Generation, 10) + "@" + d.expiresAt.Format(time.RFC3339Nano)
 	c.mu.Lock()
 	done := c.invokedFor == key
@@ -36,9 +39,9 @@ func (c *Client) refreshOnce(ctx context.Context, d *accessDoc) (did bool, err e
 	return true, err
 }
 
-// refreshResult is the part of a Lambda error payload worth repeating; the
-// refresher never puts a secret in it.
-type refreshResult struct {
+// functionError is the part of a Lambda error payload worth repeating; the refresher never
+// puts a secret in it.
+type functionError struct {
 	ErrorType    string `json:"errorType"`
 	ErrorMessage string `json:"errorMessage"`
 }
@@ -46,13 +49,11 @@ type refreshResult struct {
 func (c *Client) invoke(ctx context.Context, d *accessDoc) error {
 	ctx, cancel := context.WithTimeout(ctx, invokeTimeout)
 	defer cancel()
-	payload, err := json.Marshal(struct {
-		Tokens []string `json:"tokens"`
-	}{Tokens: []string{c.tokenName}})
+	payload, err := json.Marshal(invocation.Request{Ensure: []string{c.tokenName}})
 	if err != nil {
 		return fmt.Errorf("tokenclient: invoke %s: %w", c.functionName, err)
 	}
-	c.log.InfoContext(ctx, "tokenclient: published token expired, invoking the refresher",
+	c.log.InfoContext(ctx, "tokenclient: published token inside its margin, asking the refresher to ensure it",
 		"secret", c.secretName, "token", c.tokenName, "function", c.functionName,
 		"generation", d.Generation, "expires_at", d.expiresAt)
 	fn := c.functionName
@@ -65,14 +66,33 @@ func (c *Client) invoke(ctx context.Context, d *accessDoc) error {
 		return fmt.Errorf("tokenclient: invoke %s: %w", c.functionName, err)
 	}
 	if out.FunctionError != nil {
-		var r refreshResult
+		var r functionError
 		_ = json.Unmarshal(out.Payload, &r) // best effort: the message is only decoration
-		msg := r.ErrorMessage
-		if len(msg) > 300 {
-			msg = msg[:300] + "…"
-		}
 		return fmt.Errorf("tokenclient: invoke %s: function error %s: %s %s",
-			c.functionName, *out.FunctionError, r.ErrorType, msg)
+			c.functionName, *out.FunctionError, r.ErrorType, cut(r.ErrorMessage, 300))
+	}
+	// The report says what the refresher did; the secret, re-read next, says what is
+	// published. Only an unusable row is worth an error.
+	var rep invocation.Report
+	if err := json.Unmarshal(out.Payload, &rep); err != nil {
+		return fmt.Errorf("tokenclient: invoke %s: the answer is not a report: %w", c.functionName, err)
+	}
+	for _, row := range rep.Tokens {
+		if row.Name != c.tokenName {
+			continue
+		}
+		c.log.InfoContext(ctx, "tokenclient: ensure answered",
+			"token", c.tokenName, "outcome", row.Outcome, "generation", row.Generation, "expires_at", row.ExpiresAt)
+		if row.Outcome == invocation.OutcomeFailed {
+			return fmt.Errorf("tokenclient: ensure %s: %s: %s", c.tokenName, row.Outcome, cut(row.Error, 300))
+		}
 	}
 	return nil
+}
+
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

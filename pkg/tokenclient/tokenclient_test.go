@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -316,7 +317,6 @@ func TestMalformedSecret(t *testing.T) {
 		doc  func(tok string) string
 	}{
 		{"not JSON", func(tok string) string { return `{"access_token":"` + tok + `" x}` }},
-		{"missing expires_at", func(tok string) string { return `{"access_token":"` + tok + `","status":"active"}` }},
 		{"bad expires_at", func(tok string) string { return `{"access_token":"` + tok + `","expires_at":"tomorrow"}` }},
 		{"missing access_token", func(string) string { return `{"expires_at":"2026-11-22T12:00:00Z","status":"active"}` }},
 		{"unknown status", func(tok string) string {
@@ -420,5 +420,50 @@ func TestCallerContextCancelled(t *testing.T) {
 	}
 	if n := e.count.calls(); n != 1 {
 		t.Errorf("GetSecretValue calls = %d, want 1 (the next caller gets the read the first one started)", n)
+	}
+}
+
+// TestNoStatedExpiry: expires_at is an RFC 3339 time or absent (docs/design.md §6). A token
+// without one is used, re-read every few minutes and after a 401; a needs_reauth document
+// without one is reported as such.
+func TestNoStatedExpiry(t *testing.T) {
+	for _, tt := range []struct{ name, field string }{
+		{"absent", ""},
+		{"empty string from older refreshers", `"expires_at":"",`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			clk := newClock(t0)
+			tok := e.newToken()
+			e.publishRaw(`{"access_token":"` + tok + `",` + tt.field + `"generation":4,"status":"active"}`)
+			c := tokenclient.New(e.count, e.secret, tokenclient.Options{Now: clk.Now, Logger: e.log})
+			ctx := context.Background()
+			got, err := c.Token(ctx)
+			if err != nil || got.AccessToken != tok || !got.Expiry.IsZero() || got.Type() != "Bearer" {
+				t.Fatalf("Token: err %v; want the token, Bearer, with no expiry", err)
+			}
+			clk.Advance(4 * time.Minute)
+			if _, err := c.Token(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := e.count.calls(); n != 1 {
+				t.Errorf("GetSecretValue calls within 5 min: got %d, want 1", n)
+			}
+			clk.Advance(time.Minute)
+			if _, err := c.Token(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := e.count.calls(); n != 2 {
+				t.Errorf("GetSecretValue calls after 5 min: got %d, want 2", n)
+			}
+
+			e.publishRaw(`{"access_token":"",` + tt.field + `"generation":5,"status":"needs_reauth","reason":"provider rejected the refresh: 400 invalid_grant"}`)
+			c.Invalidate()
+			_, err = c.Token(ctx)
+			var nr *tokenclient.NeedsReauthError
+			if !errors.As(err, &nr) || !errors.Is(err, tokenclient.ErrNeedsReauth) || !strings.Contains(nr.Reason, "invalid_grant") {
+				t.Errorf("needs_reauth without expires_at: got %v, want a NeedsReauthError with the reason", err)
+			}
+		})
 	}
 }
