@@ -17,15 +17,20 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
+	"github.com/seed-502fa48b/token-refresher/pkg/notify"
 	"github.com/seed-502fa48b/token-refresher/pkg/refresher"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 )
 
 func main() {
-	logger := lambdacontext.NewLogger()
+	logger := slog.New(&requestIDHandler{slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: logLevel()})})
+	// aws-lambda-go echoes a returned error through the standard logger; routing it
+	// through the same handler keeps every line JSON for Logs Insights and the alarms.
+	slog.SetDefault(logger)
 	engine, err := setup(logger)
 	if err != nil {
 		logger.Error("setup failed", "error", err.Error())
@@ -43,6 +48,7 @@ func setup(logger *slog.Logger) (*refresher.Engine, error) {
 	opts := refresher.Options{
 		Prefix:           env.str("SECRET_PREFIX", "token-refresher/"),
 		ScheduleInterval: env.duration("SCHEDULE_INTERVAL", 12*time.Hour),
+		SweepInterval:    env.sweep("SWEEP_INTERVAL", 5*time.Minute),
 		Concurrency:      env.int("CONCURRENCY", 8),
 		// Tuning knobs, mostly for tests that need short leases; defaults suit production.
 		ProviderTimeout: env.duration("PROVIDER_TIMEOUT", 10*time.Second),
@@ -72,9 +78,51 @@ func setup(logger *slog.Logger) (*refresher.Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aws config: %w", err)
 	}
-	opts.Secrets = secretstore.New(secretsmanager.NewFromConfig(cfg))
+	opts.Secrets = secretstore.NewWithOptions(secretsmanager.NewFromConfig(cfg), secretstore.Options{KMSKeyID: env.str("KMS_KEY_ID", "")})
 	opts.Ledger = ledger.New(dynamodb.NewFromConfig(cfg), ledger.Options{Table: table})
+	if bus := env.str("EVENT_BUS_NAME", ""); bus != "" {
+		opts.Notifier = notify.New(eventbridge.NewFromConfig(cfg), notify.Options{EventBusName: bus, Logger: logger})
+	}
 	return refresher.New(opts)
+}
+
+// sweep reads SWEEP_INTERVAL: a duration, or "0"/"off" when no sweep schedule runs.
+func (r *envReader) sweep(key string, def time.Duration) time.Duration {
+	switch v := r.str(key, ""); v {
+	case "":
+		return def
+	case "0", "off":
+		return -1
+	}
+	return r.duration(key, def)
+}
+
+// logLevel reads AWS_LAMBDA_LOG_LEVEL (Lambda's advanced logging controls); default INFO.
+func logLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("AWS_LAMBDA_LOG_LEVEL"))); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+// requestIDHandler writes JSON always (whatever the function's log format setting) and adds
+// the Lambda request id of the invocation a line belongs to.
+type requestIDHandler struct{ slog.Handler }
+
+func (h *requestIDHandler) Handle(ctx context.Context, r slog.Record) error {
+	if lc, ok := lambdacontext.FromContext(ctx); ok {
+		r.AddAttrs(slog.String("requestId", lc.AwsRequestID))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *requestIDHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &requestIDHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h *requestIDHandler) WithGroup(name string) slog.Handler {
+	return &requestIDHandler{h.Handler.WithGroup(name)}
 }
 
 // envReader reads settings and keeps the first error, naming the variable.

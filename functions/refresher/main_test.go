@@ -1,10 +1,15 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambdacontext"
 )
 
 func TestSetupRejectsBadEnvironment(t *testing.T) {
@@ -18,6 +23,7 @@ func TestSetupRejectsBadEnvironment(t *testing.T) {
 		{"negative timeout", map[string]string{"STATE_TABLE": "t", "PROVIDER_TIMEOUT": "-1s"}, "PROVIDER_TIMEOUT: want a positive duration"},
 		{"concurrency not a number", map[string]string{"STATE_TABLE": "t", "CONCURRENCY": "many"}, "CONCURRENCY: want a whole number"},
 		{"concurrency out of range", map[string]string{"STATE_TABLE": "t", "CONCURRENCY": "0"}, "CONCURRENCY: want 1 to 256"},
+		{"bad sweep interval", map[string]string{"STATE_TABLE": "t", "SWEEP_INTERVAL": "often"}, "SWEEP_INTERVAL: want a positive duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -41,7 +47,38 @@ func TestSetupDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("got err %v, want none", err)
 	}
-	if got := eng.DefaultMargin().String(); got != "13h0m0s" {
-		t.Errorf("got default margin %s, want 13h0m0s (12h schedule + 1h)", got)
+	if got := eng.SweepInterval(); got != 5*time.Minute {
+		t.Errorf("got sweep interval %s, want 5m", got)
+	}
+}
+
+func TestSetupSweepOff(t *testing.T) {
+	for _, v := range []string{"0", "off"} {
+		t.Setenv("STATE_TABLE", "tokens")
+		t.Setenv("AWS_REGION", "us-east-1")
+		t.Setenv("SWEEP_INTERVAL", v)
+		t.Setenv("EVENT_BUS_NAME", "default")
+		eng, err := setup(slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatalf("SWEEP_INTERVAL=%s: %v", v, err)
+		}
+		if got := eng.SweepInterval(); got >= 0 {
+			t.Errorf("SWEEP_INTERVAL=%s: got %s, want no sweep (negative)", v, got)
+		}
+	}
+}
+
+// Logs are JSON whatever AWS_LAMBDA_LOG_FORMAT says, with the invocation's request id.
+func TestLogsAreJSON(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(&requestIDHandler{slog.NewJSONHandler(&buf, nil)})
+	ctx := lambdacontext.NewContext(context.Background(), &lambdacontext.LambdaContext{AwsRequestID: "req-1"})
+	log.With("token", "a").InfoContext(ctx, "token done")
+	var m map[string]any
+	if err := json.Unmarshal([]byte(buf.String()), &m); err != nil {
+		t.Fatalf("log line %q: %v", buf.String(), err)
+	}
+	if m["requestId"] != "req-1" || m["token"] != "a" {
+		t.Errorf("log line %v, want requestId req-1 and token a", m)
 	}
 }

@@ -97,6 +97,19 @@ func ServiceUnavailable() *AWSError {
 		Message: "The request has failed due to a temporary failure of the server."}
 }
 
+// LimitExceeded is Secrets Manager's refusal of a write past a quota — what PutSecretValue
+// answers once a secret has gained about 100 versions in 24 h (moto enforces no such quota).
+func LimitExceeded() *AWSError {
+	return &AWSError{Status: http.StatusBadRequest, Type: "LimitExceededException",
+		Message: "You have exceeded the maximum number of versions for this secret in the last 24 hours."}
+}
+
+// SecretTooLarge is Secrets Manager's refusal of a value over 64 KiB (moto enforces no limit).
+func SecretTooLarge() *AWSError {
+	return &AWSError{Status: http.StatusBadRequest, Type: "ValidationException",
+		Message: "1 validation error detected: Value at 'secretString' failed to satisfy constraint: Member must have length less than or equal to 65536"}
+}
+
 // contentType answers in the JSON protocol version the client spoke.
 func contentType(r *http.Request, op string) string {
 	if ct := r.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/x-amz-json-") {

@@ -515,6 +515,10 @@ func TestErrorsAreTyped(t *testing.T) {
 			func(error) bool { return true }}, // not modelled by Secrets Manager: code only
 		{"secrets internal", opGetSecret, faultproxy.InternalServiceError(), getSecret, "InternalServiceError",
 			func(err error) bool { var e *smtypes.InternalServiceError; return errors.As(err, &e) }},
+		{"versions quota", opGetSecret, faultproxy.LimitExceeded(), getSecret, "LimitExceededException",
+			func(err error) bool { var e *smtypes.LimitExceededException; return errors.As(err, &e) }},
+		{"secret too large", opGetSecret, faultproxy.SecretTooLarge(), getSecret, "ValidationException",
+			func(error) bool { return true }}, // not modelled by Secrets Manager: code only
 		{"service unavailable", opGetSecret, faultproxy.ServiceUnavailable(), getSecret, "ServiceUnavailable",
 			func(error) bool { return true }},
 		{"internal failure", opGetItem, faultproxy.InternalFailure(), getItem, "InternalFailure",

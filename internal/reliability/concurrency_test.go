@@ -637,7 +637,7 @@ func concStaleTrial(t *testing.T, e *env, emuA, emuB *lambdaemu.Emulator, v conc
 		t.Errorf("lease or inflight left behind (holder set %v, inflight %v)", afterA.leaseHolder != "", afterA.inflight)
 	}
 	// A's commit must not succeed: B committed that generation and A no longer holds the
-	// lease (DESIGN.md §3 step 5; ledger.Commit: "anything else … is ErrLeaseLost").
+	// lease (docs/design.md §4 step 5; ledger.Commit: "anything else … is ErrLeaseLost").
 	if a.outcome != refresher.OutcomeFailed || !strings.Contains(a.detail, "lease lost") {
 		t.Errorf("A (stale holder): outcome %s (%q), want failed with \"lease lost\"", a.outcome, a.detail)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
-// crashInterrupted is the reason DESIGN.md §3 requires when a refresh token was spent by a
+// crashInterrupted is the reason docs/design.md §4 requires when a refresh token was spent by a
 // refresh whose answer never reached Secrets Manager.
 const crashInterrupted = "refresh interrupted before the new token was saved"
 
@@ -283,7 +283,7 @@ func TestCrashMatrix(t *testing.T) {
 		t.Logf("figure: %-34s | %-30s | %-30s", p.name, tallies[pi][0], tallies[pi][1])
 	}
 
-	// The claims of DESIGN.md §3, over the whole matrix.
+	// The claims of docs/design.md §4, over the whole matrix.
 	for pi, p := range crashPoints {
 		for gi, grace := range graces {
 			c := tallies[pi][gi]

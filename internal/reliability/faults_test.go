@@ -140,14 +140,10 @@ type faultOp struct {
 	want, heal, detail string
 }
 
-func faultNot(s string) func([]byte) bool {
-	return func(b []byte) bool { return !strings.Contains(string(b), s) }
-}
-
 var faultOps = []faultOp{
-	{name: "GetSecretValue (AWSCURRENT)", op: "secretsmanager.GetSecretValue", service: faultproxy.SecretsManager,
-		match:  func(string) func([]byte) bool { return faultNot(`"VersionId"`) },
-		detail: "read private secret", want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
+	// An operator run finds AWSCURRENT with ListSecrets (no value read).
+	{name: "ListSecrets (look-up)", op: "secretsmanager.ListSecrets", service: faultproxy.SecretsManager,
+		detail: "list private secret", want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
 	{name: "GetItem (record)", op: "DynamoDB_20120810.GetItem", service: faultproxy.DynamoDB,
 		detail: "read token record", want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
 	{name: "GetSecretValue (VersionId)", op: "secretsmanager.GetSecretValue", service: faultproxy.SecretsManager,
@@ -163,15 +159,13 @@ var faultOps = []faultOp{
 		detail: "commit: ", want: refresher.OutcomeFailed, heal: refresher.OutcomeRefreshed},
 	// Moving AWSCURRENT is after the commit and only logged when it fails: the refresh is
 	// committed and published, so refreshed is true; the next run moves the label.
+	// DescribeSecret is read only when a label move is refused, so its fault is not met.
 	{name: "DescribeSecret (label)", op: "secretsmanager.DescribeSecret", service: faultproxy.SecretsManager,
 		want: refresher.OutcomeRefreshed, heal: refresher.OutcomeNotDue},
 	{name: "UpdateSecretVersionStage (label)", op: "secretsmanager.UpdateSecretVersionStage", service: faultproxy.SecretsManager,
 		want: refresher.OutcomeRefreshed, heal: refresher.OutcomeNotDue},
 	{name: "PutSecretValue (access, publish)", op: "secretsmanager.PutSecretValue", service: faultproxy.SecretsManager,
 		match:  crashAccessBody,
-		detail: "publishing the access secret failed", want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
-	{name: "UpdateItem (published_generation)", op: "DynamoDB_20120810.UpdateItem", service: faultproxy.DynamoDB,
-		match:  func(string) func([]byte) bool { return bodyContains("published_generation") },
 		detail: "publishing the access secret failed", want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
 	{name: "PutItem (first sight: create record)", op: "DynamoDB_20120810.PutItem", service: faultproxy.DynamoDB,
 		firstSight: true, detail: "create token record", want: refresher.OutcomeFailed, heal: refresher.OutcomeRefreshed},

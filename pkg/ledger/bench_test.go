@@ -23,7 +23,7 @@ func BenchmarkClaimCommit(b *testing.B) {
 		if err := e.l.Claim(e.ctx, ledger.Claim{Name: "acme", Holder: "bench", Generation: g, From: from, To: to, LeaseUntil: t0.Add(time.Minute), Quota: q}); err != nil {
 			b.Fatal(err)
 		}
-		if err := e.l.Commit(e.ctx, ledger.Commit{Name: "acme", Holder: "bench", FromGeneration: g, From: from, To: to}); err != nil {
+		if _, err := e.l.Commit(e.ctx, ledger.Commit{Name: "acme", Holder: "bench", FromGeneration: g, From: from, To: to}); err != nil {
 			b.Fatal(err)
 		}
 	}

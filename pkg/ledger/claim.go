@@ -237,7 +237,7 @@ func (l *Ledger) Throttle(ctx context.Context, key, day string, until time.Time)
 		expression.Name(attrThrottledUntil).AttributeNotExists(),
 		expression.Name(attrThrottledUntil).LessThan(expression.Value(until.UnixMilli())),
 	)
-	if _, _, err := l.update(ctx, bucketKey(key, day), upd, cond); err != nil {
+	if _, err := l.update(ctx, bucketKey(key, day), upd, cond); err != nil {
 		return fmt.Errorf("ledger: throttle %s %s: %w", key, day, err)
 	}
 	// A failed condition means a later throttle is already recorded.

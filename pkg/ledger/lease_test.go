@@ -377,8 +377,12 @@ func TestCommit(t *testing.T) {
 		e := newEnv(t)
 		e.create(t, claimed)
 		for i := range 2 { // the second call is the retry of an applied but unacknowledged commit
-			if err := e.l.Commit(e.ctx, commit); err != nil {
+			stored, err := e.l.Commit(e.ctx, commit)
+			if err != nil {
 				t.Fatalf("Commit call %d: %v", i+1, err)
+			}
+			if stored.VersionID != "n5" || stored.Generation != 5 || stored.LeaseHolder != "" {
+				t.Errorf("Commit call %d returned %+v, want the stored record at n5, generation 5, no lease", i+1, stored)
 			}
 		}
 		got := e.get(t, "acme")
@@ -422,7 +426,7 @@ func TestCommit(t *testing.T) {
 			if tc.commit != nil {
 				c = tc.commit(c)
 			}
-			if err := e.l.Commit(e.ctx, c); !errors.Is(err, ledger.ErrLeaseLost) {
+			if _, err := e.l.Commit(e.ctx, c); !errors.Is(err, ledger.ErrLeaseLost) {
 				t.Fatalf("Commit err = %v, want ErrLeaseLost", err)
 			}
 			if got := e.get(t, "acme"); !equalRecords(got, before) {
@@ -433,7 +437,7 @@ func TestCommit(t *testing.T) {
 
 	t.Run("missing record", func(t *testing.T) {
 		e := newEnv(t)
-		if err := e.l.Commit(e.ctx, commit); !errors.Is(err, ledger.ErrLeaseLost) {
+		if _, err := e.l.Commit(e.ctx, commit); !errors.Is(err, ledger.ErrLeaseLost) {
 			t.Fatalf("Commit err = %v, want ErrLeaseLost", err)
 		}
 		if item := e.rawItem(t, "token#acme"); item != nil {
@@ -446,7 +450,7 @@ func TestCommit(t *testing.T) {
 		e.create(t, claimed)
 		c := commit
 		c.ExpiresAt, c.NextDueAt, c.StatusReason, c.Status = time.Time{}, time.Time{}, "", ""
-		if err := e.l.Commit(e.ctx, c); err != nil {
+		if _, err := e.l.Commit(e.ctx, c); err != nil {
 			t.Fatalf("Commit: %v", err)
 		}
 		item := e.rawItem(t, "token#acme")
@@ -485,7 +489,7 @@ func TestRelease(t *testing.T) {
 			e := newEnv(t)
 			e.create(t, held)
 			for i := range 2 { // the second call is a retry and must change nothing
-				if err := e.l.Release(e.ctx, tc.release); err != nil {
+				if _, err := e.l.Release(e.ctx, tc.release); err != nil {
 					t.Fatalf("Release call %d: %v", i+1, err)
 				}
 			}
@@ -523,7 +527,7 @@ func TestRelease(t *testing.T) {
 			e := newEnv(t)
 			e.create(t, tc.record)
 			before := e.get(t, "acme")
-			if err := e.l.Release(e.ctx, tc.release); !errors.Is(err, ledger.ErrLeaseLost) {
+			if _, err := e.l.Release(e.ctx, tc.release); !errors.Is(err, ledger.ErrLeaseLost) {
 				t.Fatalf("Release err = %v, want ErrLeaseLost", err)
 			}
 			if got := e.get(t, "acme"); !equalRecords(got, before) {

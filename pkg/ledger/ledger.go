@@ -17,6 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
 // Errors callers branch on.
@@ -40,10 +42,11 @@ func (e *ThrottledError) Error() string {
 // Is makes errors.Is(err, ErrThrottled) true.
 func (e *ThrottledError) Is(target error) bool { return target == ErrThrottled }
 
-// Record statuses.
+// Record statuses: the document's (pkg/token, defined once there), and one more that only a
+// record can carry.
 const (
-	StatusActive        = "active"
-	StatusNeedsReauth   = "needs_reauth"
+	StatusActive        = token.StatusActive
+	StatusNeedsReauth   = token.StatusNeedsReauth
 	StatusInvalidConfig = "invalid_config"
 )
 
@@ -52,25 +55,40 @@ const (
 	tokenPrefix = "token#"
 	quotaPrefix = "quota#"
 
-	attrPK             = "pk"
-	attrTTL            = "ttl"
-	attrVersionID      = "version_id"
-	attrPrevVersionID  = "prev_version_id"
-	attrGeneration     = "generation"
-	attrPublished      = "published_generation"
-	attrStatus         = "status"
-	attrStatusReason   = "status_reason"
-	attrExpiresAt      = "expires_at"
-	attrNextDueAt      = "next_due_at"
-	attrLeaseHolder    = "lease_holder"
-	attrLeaseUntil     = "lease_until"
-	attrInflight       = "inflight"
-	attrFailures       = "consecutive_failures"
-	attrLastError      = "last_error"
-	attrCommittedBy    = "committed_by"
-	attrUsed           = "used"
-	attrLimit          = "limit"
-	attrThrottledUntil = "throttled_until"
+	attrPK                  = "pk"
+	attrTTL                 = "ttl"
+	attrVersionID           = "version_id"
+	attrPrevVersionID       = "prev_version_id"
+	attrGeneration          = "generation"
+	attrPublished           = "published_generation"
+	attrStatus              = "status"
+	attrStatusReason        = "status_reason"
+	attrExpiresAt           = "expires_at"
+	attrNextDueAt           = "next_due_at"
+	attrLeaseHolder         = "lease_holder"
+	attrLeaseUntil          = "lease_until"
+	attrInflight            = "inflight"
+	attrFailures            = "consecutive_failures"
+	attrLastError           = "last_error"
+	attrCommittedBy         = "committed_by"
+	attrUsed                = "used"
+	attrLimit               = "limit"
+	attrThrottledUntil      = "throttled_until"
+	attrStaleAt             = "stale_at"
+	attrRefreshExpiresAt    = "refresh_expires_at"
+	attrWrites              = "writes"
+	attrCredentialsExpireAt = "credentials_expire_at"
+	attrMaxWrites           = "max_writes"
+	attrDueShard            = "due_shard"
+	attrDueAt               = "due_at"
+)
+
+// The sweep index (docs/design.md §3): a sparse GSI over the token records that
+// are due at some time. Every such record carries due_shard = DueShard and
+// due_at = next_due_at in unix seconds.
+const (
+	DueIndex = "due"
+	DueShard = "due"
 )
 
 // bucketRetention is how long a quota bucket is kept (TTL, garbage collection
@@ -86,6 +104,7 @@ type dynamoAPI interface {
 	PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	Scan(ctx context.Context, in *dynamodb.ScanInput, optFns ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
+	Query(ctx context.Context, in *dynamodb.QueryInput, optFns ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
 	TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, optFns ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error)
 }
 
@@ -138,12 +157,15 @@ type Record struct {
 	StatusReason        string // never a secret
 	ExpiresAt           time.Time
 	NextDueAt           time.Time
+	StaleAt             time.Time // from when the committed access token is inside its refresh margin
 	LeaseHolder         string
 	LeaseUntil          time.Time
 	Inflight            *Inflight
 	ConsecutiveFailures int
 	LastError           string
 	RefreshExpiresAt    time.Time   // when the committed refresh token expires (zero: unknown or none)
+	CredentialsExpireAt time.Time   // when the provider credentials (client or entity secret) expire, if stated
+	MaxWrites           int         // the token's write budget per 24 h (0: not known yet)
 	Writes              []time.Time // when each private version of the last 24 h was written (write budget)
 }
 
@@ -170,6 +192,9 @@ type recordItem struct {
 	StatusReason        string        `dynamodbav:"status_reason,omitempty"`
 	ExpiresAt           string        `dynamodbav:"expires_at,omitempty"`
 	NextDueAt           string        `dynamodbav:"next_due_at,omitempty"`
+	StaleAt             string        `dynamodbav:"stale_at,omitempty"`
+	DueShard            string        `dynamodbav:"due_shard,omitempty"`
+	DueAt               int64         `dynamodbav:"due_at,omitempty"`
 	LeaseHolder         string        `dynamodbav:"lease_holder,omitempty"`
 	LeaseUntil          int64         `dynamodbav:"lease_until,omitempty"` // unix ms
 	Inflight            *inflightItem `dynamodbav:"inflight,omitempty"`
@@ -177,6 +202,8 @@ type recordItem struct {
 	LastError           string        `dynamodbav:"last_error,omitempty"`
 	RefreshExpiresAt    string        `dynamodbav:"refresh_expires_at,omitempty"`
 	Writes              []int64       `dynamodbav:"writes,omitempty"` // unix ms
+	CredentialsExpireAt string        `dynamodbav:"credentials_expire_at,omitempty"`
+	MaxWrites           int           `dynamodbav:"max_writes,omitempty"`
 }
 
 type inflightItem struct {
@@ -236,13 +263,19 @@ func toItem(r Record) recordItem {
 		StatusReason:        r.StatusReason,
 		ExpiresAt:           formatTime(r.ExpiresAt),
 		NextDueAt:           formatTime(r.NextDueAt),
+		StaleAt:             formatTime(r.StaleAt),
 		LeaseHolder:         r.LeaseHolder,
 		ConsecutiveFailures: r.ConsecutiveFailures,
 		LastError:           r.LastError,
 		RefreshExpiresAt:    formatTime(r.RefreshExpiresAt),
+		CredentialsExpireAt: formatTime(r.CredentialsExpireAt),
+		MaxWrites:           r.MaxWrites,
 	}
 	for _, w := range r.Writes {
 		it.Writes = append(it.Writes, w.UnixMilli())
+	}
+	if !r.NextDueAt.IsZero() && (r.Status == "" || r.Status == StatusActive) {
+		it.DueShard, it.DueAt = DueShard, r.NextDueAt.Unix()
 	}
 	if !r.LeaseUntil.IsZero() {
 		it.LeaseUntil = r.LeaseUntil.UnixMilli()
@@ -270,6 +303,7 @@ func decodeRecord(av map[string]types.AttributeValue) (Record, error) {
 		LeaseUntil:          msTime(it.LeaseUntil),
 		ConsecutiveFailures: it.ConsecutiveFailures,
 		LastError:           it.LastError,
+		MaxWrites:           it.MaxWrites,
 	}
 	if r.Name == "" {
 		r.Name = strings.TrimPrefix(it.PK, tokenPrefix)
@@ -281,7 +315,13 @@ func decodeRecord(av map[string]types.AttributeValue) (Record, error) {
 	if r.NextDueAt, err = parseTime(attrNextDueAt, it.NextDueAt); err != nil {
 		return Record{}, err
 	}
-	if r.RefreshExpiresAt, err = parseTime("refresh_expires_at", it.RefreshExpiresAt); err != nil {
+	if r.CredentialsExpireAt, err = parseTime(attrCredentialsExpireAt, it.CredentialsExpireAt); err != nil {
+		return Record{}, err
+	}
+	if r.StaleAt, err = parseTime(attrStaleAt, it.StaleAt); err != nil {
+		return Record{}, err
+	}
+	if r.RefreshExpiresAt, err = parseTime(attrRefreshExpiresAt, it.RefreshExpiresAt); err != nil {
 		return Record{}, err
 	}
 	for _, ms := range it.Writes {
@@ -378,27 +418,86 @@ func (l *Ledger) Create(ctx context.Context, r Record) error {
 	return nil
 }
 
-// update runs one conditional UpdateItem. On a failed condition it returns
-// the item as it was (nil when there is none) and failed = true.
-func (l *Ledger) update(ctx context.Context, key map[string]types.AttributeValue, upd expression.UpdateBuilder, cond expression.ConditionBuilder) (old map[string]types.AttributeValue, failed bool, err error) {
+// updateResult is one conditional UpdateItem's answer: the item as stored
+// (ALL_NEW) on success, or as the failed condition saw it (nil when there is
+// none) with failed = true.
+type updateResult struct {
+	item   map[string]types.AttributeValue
+	failed bool
+}
+
+func (u updateResult) record(op, name string) (Record, error) {
+	if u.item == nil {
+		return Record{}, fmt.Errorf("ledger: %s %s: %w", op, name, errNoItem)
+	}
+	r, err := decodeRecord(u.item)
+	if err != nil {
+		return Record{}, fmt.Errorf("ledger: %s %s: %w", op, name, err)
+	}
+	return r, nil
+}
+
+// update runs one conditional UpdateItem that returns the item as stored, so
+// callers never re-derive it by hand.
+func (l *Ledger) update(ctx context.Context, key map[string]types.AttributeValue, upd expression.UpdateBuilder, cond expression.ConditionBuilder) (updateResult, error) {
 	expr, err := expression.NewBuilder().WithUpdate(upd).WithCondition(cond).Build()
 	if err != nil {
-		return nil, false, err
+		return updateResult{}, err
 	}
-	_, err = l.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	out, err := l.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(l.table),
 		Key:                       key,
 		UpdateExpression:          expr.Update(),
 		ConditionExpression:       expr.Condition(),
 		ExpressionAttributeNames:  expr.Names(),
 		ExpressionAttributeValues: expr.Values(),
+		ReturnValues:              types.ReturnValueAllNew,
 		// The item as the condition saw it, atomically: no second read that
 		// could observe a later state.
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
-		return ccf.Item, true, nil
+		return updateResult{item: ccf.Item, failed: true}, nil
 	}
-	return nil, false, err
+	if err != nil {
+		return updateResult{}, err
+	}
+	return updateResult{item: out.Attributes}, nil
+}
+
+// Due returns the token records in the sweep index whose next_due_at is at or
+// before before (docs/design.md §3 sweep): one Query per page of the sparse index,
+// never a read of a token that is not due. Index reads are eventually
+// consistent; every action on a record is a conditional write on its
+// generation, so a stale entry costs at most a refused claim.
+func (l *Ledger) Due(ctx context.Context, before time.Time) ([]Record, error) {
+	kc := expression.Key(attrDueShard).Equal(expression.Value(DueShard)).
+		And(expression.Key(attrDueAt).LessThanEqual(expression.Value(before.Unix())))
+	expr, err := expression.NewBuilder().WithKeyCondition(kc).Build()
+	if err != nil {
+		return nil, fmt.Errorf("ledger: due: %w", err)
+	}
+	p := dynamodb.NewQueryPaginator(l.client, &dynamodb.QueryInput{
+		TableName:                 aws.String(l.table),
+		IndexName:                 aws.String(DueIndex),
+		KeyConditionExpression:    expr.KeyCondition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+	})
+	var recs []Record
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: due: %w", err)
+		}
+		for _, av := range out.Items {
+			r, err := decodeRecord(av)
+			if err != nil {
+				return nil, fmt.Errorf("ledger: due: %w", err)
+			}
+			recs = append(recs, r)
+		}
+	}
+	return recs, nil
 }

@@ -7,7 +7,6 @@ import (
 	"reflect"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -171,6 +170,7 @@ func TestCreateGet(t *testing.T) {
 		"published_generation": "N", "status": "S", "status_reason": "S", "expires_at": "S",
 		"next_due_at": "S", "lease_holder": "S", "lease_until": "N", "inflight": "M",
 		"consecutive_failures": "N", "last_error": "S",
+		"due_shard": "S", "due_at": "N", // the sweep index (contract 1)
 	}
 	for attr, typ := range wantTypes {
 		if got := avType(item[attr]); got != typ {
@@ -287,57 +287,6 @@ func TestThrottledError(t *testing.T) {
 	}
 	if errors.Is(wrapped, ledger.ErrQuotaExhausted) {
 		t.Error("errors.Is(err, ErrQuotaExhausted) = true, want false")
-	}
-}
-
-func TestMarkPublished(t *testing.T) {
-	e := newEnv(t)
-	e.create(t, ledger.Record{Name: "acme", VersionID: "v1", Generation: 5, Status: ledger.StatusActive})
-	steps := []struct {
-		gen, want int64
-	}{
-		{gen: 3, want: 3},
-		{gen: 3, want: 3}, // retry
-		{gen: 2, want: 3}, // a slower publisher never moves it back
-		{gen: 5, want: 5},
-	}
-	for _, s := range steps {
-		if err := e.l.MarkPublished(e.ctx, "acme", s.gen); err != nil {
-			t.Fatalf("MarkPublished(%d): %v", s.gen, err)
-		}
-		if got := e.get(t, "acme").PublishedGeneration; got != s.want {
-			t.Errorf("after MarkPublished(%d) published_generation = %d, want %d", s.gen, got, s.want)
-		}
-	}
-	if err := e.l.MarkPublished(e.ctx, "missing", 1); !errors.Is(err, ledger.ErrNotFound) {
-		t.Errorf("MarkPublished(missing) err = %v, want ErrNotFound", err)
-	}
-	if item := e.rawItem(t, "token#missing"); item != nil {
-		t.Errorf("MarkPublished created an item for a missing record: %v", keys(item))
-	}
-}
-
-func TestSetStatus(t *testing.T) {
-	e := newEnv(t)
-	e.create(t, ledger.Record{Name: "acme", VersionID: "v1", Generation: 2, Status: ledger.StatusActive})
-	if err := e.l.SetStatus(e.ctx, "acme", ledger.StatusInvalidConfig, `provider.token_url: "ftp://x" is not https`); err != nil {
-		t.Fatalf("SetStatus: %v", err)
-	}
-	r := e.get(t, "acme")
-	if r.Status != ledger.StatusInvalidConfig || !strings.Contains(r.StatusReason, "token_url") || r.Generation != 2 || r.VersionID != "v1" {
-		t.Errorf("after SetStatus = %+v", r)
-	}
-	if err := e.l.SetStatus(e.ctx, "acme", ledger.StatusActive, ""); err != nil {
-		t.Fatalf("SetStatus(active): %v", err)
-	}
-	if _, ok := e.rawItem(t, "token#acme")["status_reason"]; ok {
-		t.Error("status_reason kept after SetStatus with an empty reason")
-	}
-	if err := e.l.SetStatus(e.ctx, "missing", ledger.StatusInvalidConfig, "x"); !errors.Is(err, ledger.ErrNotFound) {
-		t.Errorf("SetStatus(missing) err = %v, want ErrNotFound", err)
-	}
-	if item := e.rawItem(t, "token#missing"); item != nil {
-		t.Errorf("SetStatus created an item for a missing record")
 	}
 }
 

@@ -11,13 +11,22 @@ import (
 )
 
 // Commit moves the record's pointer to a persisted version: the commit point
-// of a refresh.
+// of a refresh (docs/design.md §4 step 5).
 type Commit struct {
 	Name, Holder         string
 	FromGeneration       int64 // the generation claimed; the record moves to FromGeneration+1
 	From, To             string
 	Status, StatusReason string // empty Status leaves the stored status as it is
 	ExpiresAt, NextDueAt time.Time
+	StaleAt              time.Time   // from when the committed access token is inside its margin (ensure)
+	RefreshExpiresAt     time.Time   // when the committed refresh token expires; zero: unknown
+	Writes               []time.Time // private versions written in the last 24 h, this one included
+	CredentialsExpireAt  time.Time   // from the committed document, for the metrics of a token not read
+	MaxWrites            int         // the committed document's write budget
+	// Published says the access secret will carry FromGeneration+1 once this
+	// holder's publish lands; the reconcile run checks the access secret's
+	// version and repairs it otherwise, so no separate write is needed.
+	Published bool
 }
 
 // setOrRemove sets name to value, or removes the attribute when value is
@@ -29,13 +38,25 @@ func setOrRemove(upd expression.UpdateBuilder, name, value string) expression.Up
 	return upd.Set(expression.Name(name), expression.Value(value))
 }
 
+// setDue keeps the sparse sweep index in step with next_due_at: only an
+// active token with a due time is in it.
+func setDue(upd expression.UpdateBuilder, status string, next time.Time) expression.UpdateBuilder {
+	upd = setOrRemove(upd, attrNextDueAt, formatTime(next))
+	if next.IsZero() || (status != "" && status != StatusActive) {
+		return upd.Remove(expression.Name(attrDueShard)).Remove(expression.Name(attrDueAt))
+	}
+	return upd.Set(expression.Name(attrDueShard), expression.Value(DueShard)).
+		Set(expression.Name(attrDueAt), expression.Value(next.Unix()))
+}
+
 // Commit writes version_id = To, generation = FromGeneration+1 and releases
-// the lease, if Holder still holds it at FromGeneration. A retry of a commit
-// that was applied but not acknowledged returns nil; anything else that fails
-// the condition is ErrLeaseLost.
-func (l *Ledger) Commit(ctx context.Context, c Commit) error {
+// the lease, if Holder still holds it at FromGeneration, and returns the
+// record as stored. A retry of a commit that was applied but not acknowledged
+// returns the stored record; anything else that fails the condition is
+// ErrLeaseLost.
+func (l *Ledger) Commit(ctx context.Context, c Commit) (Record, error) {
 	if c.Name == "" || c.Holder == "" || c.To == "" {
-		return fmt.Errorf("ledger: commit %q: empty name, holder or version", c.Name)
+		return Record{}, fmt.Errorf("ledger: commit %q: empty name, holder or version", c.Name)
 	}
 	next := c.FromGeneration + 1
 	upd := expression.Set(expression.Name(attrVersionID), expression.Value(c.To)).
@@ -49,30 +70,47 @@ func (l *Ledger) Commit(ctx context.Context, c Commit) error {
 		Remove(expression.Name(attrLeaseUntil)).
 		Remove(expression.Name(attrLastError))
 	upd = setOrRemove(upd, attrPrevVersionID, c.From)
-	if c.Status != "" {
-		upd = upd.Set(expression.Name(attrStatus), expression.Value(c.Status))
+	status := c.Status
+	if status != "" {
+		upd = upd.Set(expression.Name(attrStatus), expression.Value(status))
+	}
+	if c.Published {
+		upd = upd.Set(expression.Name(attrPublished), expression.Value(next))
 	}
 	upd = setOrRemove(upd, attrStatusReason, c.StatusReason)
 	upd = setOrRemove(upd, attrExpiresAt, formatTime(c.ExpiresAt))
-	upd = setOrRemove(upd, attrNextDueAt, formatTime(c.NextDueAt))
+	upd = setOrRemove(upd, attrStaleAt, formatTime(c.StaleAt))
+	upd = setOrRemove(upd, attrRefreshExpiresAt, formatTime(c.RefreshExpiresAt))
+	upd = setOrRemove(upd, attrCredentialsExpireAt, formatTime(c.CredentialsExpireAt))
+	if c.MaxWrites > 0 {
+		upd = upd.Set(expression.Name(attrMaxWrites), expression.Value(c.MaxWrites))
+	}
+	upd = setDue(upd, status, c.NextDueAt)
+	if len(c.Writes) > 0 {
+		ms := make([]int64, len(c.Writes))
+		for i, w := range c.Writes {
+			ms[i] = w.UnixMilli()
+		}
+		upd = upd.Set(expression.Name(attrWrites), expression.Value(ms))
+	}
 	cond := expression.Name(attrLeaseHolder).Equal(expression.Value(c.Holder)).
 		And(expression.Name(attrGeneration).Equal(expression.Value(c.FromGeneration)))
 
-	old, failed, err := l.update(ctx, tokenKey(c.Name), upd, cond)
+	res, err := l.update(ctx, tokenKey(c.Name), upd, cond)
 	if err != nil {
-		return fmt.Errorf("ledger: commit %s: %w", c.Name, err)
+		return Record{}, fmt.Errorf("ledger: commit %s: %w", c.Name, err)
 	}
-	if !failed {
-		return nil
+	if !res.failed {
+		return res.record("commit", c.Name)
 	}
-	if old != nil {
-		r, err := decodeRecord(old)
-		by, _ := old[attrCommittedBy].(*types.AttributeValueMemberS)
+	if res.item != nil {
+		r, err := decodeRecord(res.item)
+		by, _ := res.item[attrCommittedBy].(*types.AttributeValueMemberS)
 		if err == nil && r.VersionID == c.To && r.Generation == next && by != nil && by.Value == c.Holder {
-			return nil // our own commit, applied before the response was lost
+			return r, nil // our own commit, applied before the response was lost
 		}
 	}
-	return fmt.Errorf("ledger: commit %s: %w", c.Name, ErrLeaseLost)
+	return Record{}, fmt.Errorf("ledger: commit %s: %w", c.Name, ErrLeaseLost)
 }
 
 // Release gives the lease up without committing.
@@ -81,14 +119,18 @@ type Release struct {
 	Failure      string    // non-empty: count a failure and record it as last_error (never a secret)
 	KeepInflight bool      // keep inflight for recovery (the provider may have rotated)
 	NextDueAt    time.Time // non-zero: when to try again
+	// Published, when positive, records that the access secret now carries
+	// this generation; it is taken only while the record is at that
+	// generation, so it never runs ahead of or behind the commit.
+	Published int64
 }
 
-// Release drops the lease if Holder holds it. ErrLeaseLost when another
-// holder has it; nil when it is already free with nothing of ours left (a
-// retried release).
-func (l *Ledger) Release(ctx context.Context, r Release) error {
+// Release drops the lease if Holder holds it and returns the record as
+// stored. ErrLeaseLost when another holder has it; nil (and the record as it
+// is) when it is already free with nothing of ours left (a retried release).
+func (l *Ledger) Release(ctx context.Context, r Release) (Record, error) {
 	if r.Name == "" || r.Holder == "" {
-		return fmt.Errorf("ledger: release %q: empty name or holder", r.Name)
+		return Record{}, fmt.Errorf("ledger: release %q: empty name or holder", r.Name)
 	}
 	upd := expression.Remove(expression.Name(attrLeaseHolder)).Remove(expression.Name(attrLeaseUntil))
 	if !r.KeepInflight {
@@ -99,57 +141,67 @@ func (l *Ledger) Release(ctx context.Context, r Release) error {
 			Set(expression.Name(attrLastError), expression.Value(r.Failure))
 	}
 	if !r.NextDueAt.IsZero() {
-		upd = upd.Set(expression.Name(attrNextDueAt), expression.Value(formatTime(r.NextDueAt)))
+		upd = setDue(upd, "", r.NextDueAt)
 	}
 	cond := expression.Name(attrLeaseHolder).Equal(expression.Value(r.Holder))
+	if r.Published > 0 {
+		upd = upd.Set(expression.Name(attrPublished), expression.Value(r.Published))
+		cond = cond.And(expression.Name(attrGeneration).Equal(expression.Value(r.Published)))
+	}
 
-	old, failed, err := l.update(ctx, tokenKey(r.Name), upd, cond)
+	res, err := l.update(ctx, tokenKey(r.Name), upd, cond)
 	if err != nil {
-		return fmt.Errorf("ledger: release %s: %w", r.Name, err)
+		return Record{}, fmt.Errorf("ledger: release %s: %w", r.Name, err)
 	}
-	if !failed {
-		return nil
+	if !res.failed {
+		return res.record("release", r.Name)
 	}
-	if old != nil {
-		rec, err := decodeRecord(old)
-		if err == nil && rec.LeaseHolder == "" && (r.KeepInflight || rec.Inflight == nil) {
-			return nil
+	if res.item != nil {
+		rec, err := decodeRecord(res.item)
+		if err == nil && rec.LeaseHolder == "" && (r.KeepInflight || rec.Inflight == nil) && (r.Published == 0 || rec.PublishedGeneration >= r.Published) {
+			return rec, nil
 		}
 	}
-	return fmt.Errorf("ledger: release %s: %w", r.Name, ErrLeaseLost)
+	return Record{}, fmt.Errorf("ledger: release %s: %w", r.Name, ErrLeaseLost)
 }
 
-// MarkPublished records that the access secret carries generation. It never
-// moves backwards: already at or past generation is nil.
-func (l *Ledger) MarkPublished(ctx context.Context, name string, generation int64) error {
-	upd := expression.Set(expression.Name(attrPublished), expression.Value(generation))
-	cond := expression.Name(attrPK).AttributeExists().And(expression.Or(
-		expression.Name(attrPublished).AttributeNotExists(),
-		expression.Name(attrPublished).LessThan(expression.Value(generation)),
-	))
-	old, failed, err := l.update(ctx, tokenKey(name), upd, cond)
+// Renew extends a lease that holder still holds at generation, to until, and
+// returns the record as stored. A holder with the provider's answer in hand
+// renews while it retries the persist (docs/design.md §4) and stops writing the
+// moment a renewal fails: ErrLeaseLost.
+func (l *Ledger) Renew(ctx context.Context, name, holder string, generation int64, until time.Time) (Record, error) {
+	if name == "" || holder == "" {
+		return Record{}, fmt.Errorf("ledger: renew %q: empty name or holder", name)
+	}
+	upd := expression.Set(expression.Name(attrLeaseUntil), expression.Value(until.UnixMilli()))
+	cond := expression.Name(attrLeaseHolder).Equal(expression.Value(holder)).
+		And(expression.Name(attrGeneration).Equal(expression.Value(generation))).
+		And(expression.Name(attrLeaseUntil).GreaterThanEqual(expression.Value(l.now().UnixMilli())))
+	res, err := l.update(ctx, tokenKey(name), upd, cond)
 	if err != nil {
-		return fmt.Errorf("ledger: mark published %s: %w", name, err)
+		return Record{}, fmt.Errorf("ledger: renew %s: %w", name, err)
 	}
-	if failed && old == nil {
-		return fmt.Errorf("ledger: mark published %s: %w", name, ErrNotFound)
+	if res.failed {
+		return Record{}, fmt.Errorf("ledger: renew %s: %w", name, ErrLeaseLost)
 	}
-	return nil
+	return res.record("renew", name)
 }
 
-// SetStatus sets status and its reason without a lease (for marking a token
-// invalid_config). ErrNotFound when there is no record.
-func (l *Ledger) SetStatus(ctx context.Context, name, status, reason string) error {
-	if status == "" {
-		return errors.New("ledger: set status: empty status")
-	}
-	upd := setOrRemove(expression.Set(expression.Name(attrStatus), expression.Value(status)), attrStatusReason, reason)
-	old, failed, err := l.update(ctx, tokenKey(name), upd, expression.Name(attrPK).AttributeExists())
-	if err != nil {
-		return fmt.Errorf("ledger: set status %s: %w", name, err)
-	}
-	if failed && old == nil {
-		return fmt.Errorf("ledger: set status %s: %w", name, ErrNotFound)
+// errNoItem is returned when an update that should return the item did not.
+var errNoItem = errors.New("no item returned")
+
+// MarkUnpublished records that the publish of generation failed after its commit (which had
+// recorded it as published): published_generation goes back one and the record enters the
+// sweep index now, so the next sweep republishes it instead of the next reconcile. A record
+// that has moved on is left alone.
+func (l *Ledger) MarkUnpublished(ctx context.Context, name string, generation int64) error {
+	upd := expression.Set(expression.Name(attrPublished), expression.Value(generation-1)).
+		Set(expression.Name(attrDueShard), expression.Value(DueShard)).
+		Set(expression.Name(attrDueAt), expression.Value(l.now().Unix()))
+	cond := expression.Name(attrGeneration).Equal(expression.Value(generation)).
+		And(expression.Name(attrPublished).Equal(expression.Value(generation)))
+	if _, err := l.update(ctx, tokenKey(name), upd, cond); err != nil {
+		return fmt.Errorf("ledger: mark unpublished %s: %w", name, err)
 	}
 	return nil
 }

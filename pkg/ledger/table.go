@@ -22,7 +22,7 @@ type tableAPI interface {
 // tableActiveTimeout bounds the wait for a new table to become ACTIVE.
 const tableActiveTimeout = 5 * time.Minute
 
-// CreateTable creates the state table (pk S, on demand) with TTL on "ttl",
+// CreateTable creates the state table (pk S, on demand, the sweep index) with TTL on "ttl",
 // for tests, the local demo and tokenctl; the deployed table comes from the
 // template. An existing table is fine: only its TTL setting is ensured.
 func CreateTable(ctx context.Context, client tableAPI, table string) error {
@@ -31,10 +31,21 @@ func CreateTable(ctx context.Context, client tableAPI, table string) error {
 		BillingMode: types.BillingModePayPerRequest,
 		AttributeDefinitions: []types.AttributeDefinition{
 			{AttributeName: aws.String(attrPK), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String(attrDueShard), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String(attrDueAt), AttributeType: types.ScalarAttributeTypeN},
 		},
 		KeySchema: []types.KeySchemaElement{
 			{AttributeName: aws.String(attrPK), KeyType: types.KeyTypeHash},
 		},
+		// The sweep's sparse index (cross-team contract 1; template.yaml defines the same).
+		GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{{
+			IndexName: aws.String(DueIndex),
+			KeySchema: []types.KeySchemaElement{
+				{AttributeName: aws.String(attrDueShard), KeyType: types.KeyTypeHash},
+				{AttributeName: aws.String(attrDueAt), KeyType: types.KeyTypeRange},
+			},
+			Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
+		}},
 	})
 	var inUse *types.ResourceInUseException
 	if err != nil && !errors.As(err, &inUse) {

@@ -1,40 +1,43 @@
 // Package refresher is the engine: for each token it claims a lease and a quota unit, reads
 // the committed private version, calls the provider, persists the new version first,
-// commits the pointer, moves AWSCURRENT and publishes the access secret (DESIGN.md §3).
+// commits the pointer, moves AWSCURRENT and publishes the access secret (docs/design.md §4).
+// plan (plan.go) decides what one token needs; the executors in this package do it.
 package refresher
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
-	"sort"
-	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-lambda-go/lambdacontext"
+	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
+	"github.com/seed-502fa48b/token-refresher/pkg/notify"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
-// Outcomes, one per token per invocation (DESIGN.md §4).
+// The invoke contract lives in pkg/invocation; these names keep the engine's callers short.
+type (
+	Request = invocation.Request
+	Row     = invocation.Row
+	Report  = invocation.Report
+)
+
+// Outcomes, one per token per invocation (docs/design.md §5).
 const (
-	OutcomeRefreshed      = "refreshed"
-	OutcomeNotDue         = "not_due"
-	OutcomeLeaseHeld      = "lease_held"
-	OutcomeQuotaExhausted = "quota_exhausted"
-	OutcomeThrottled      = "throttled"
-	OutcomeNeedsReauth    = "needs_reauth"
-	OutcomeInvalidConfig  = "invalid_config"
-	OutcomeFailed         = "failed"
+	OutcomeRefreshed      = invocation.OutcomeRefreshed
+	OutcomeNotDue         = invocation.OutcomeNotDue
+	OutcomeLeaseHeld      = invocation.OutcomeLeaseHeld
+	OutcomeQuotaExhausted = invocation.OutcomeQuotaExhausted
+	OutcomeThrottled      = invocation.OutcomeThrottled
+	OutcomeNeedsReauth    = invocation.OutcomeNeedsReauth
+	OutcomeInvalidConfig  = invocation.OutcomeInvalidConfig
+	OutcomeFailed         = invocation.OutcomeFailed
 )
 
 // reportReserve is the time kept at the end of an invocation to return the report.
@@ -46,9 +49,8 @@ const PendingStage = "TR_PENDING"
 
 // secretStore is what the engine needs from Secrets Manager (pkg/secretstore).
 type secretStore interface {
-	List(ctx context.Context, prefix string) ([]string, error)
+	Entries(ctx context.Context, prefix string) ([]secretstore.Entry, error)
 	GetVersion(ctx context.Context, name, versionID string) (secretstore.Version, error)
-	GetCurrent(ctx context.Context, name string) (secretstore.Version, error)
 	PutPending(ctx context.Context, name string, value token.Secret, versionID, stage string) error
 	MoveCurrent(ctx context.Context, name, to, from string) error
 	Publish(ctx context.Context, name string, value token.Secret, clientToken string) error
@@ -57,14 +59,22 @@ type secretStore interface {
 // stateTable is what the engine needs from DynamoDB (pkg/ledger).
 type stateTable interface {
 	Get(ctx context.Context, name string) (ledger.Record, error)
+	List(ctx context.Context) ([]ledger.Record, error)
+	Due(ctx context.Context, before time.Time) ([]ledger.Record, error)
 	Create(ctx context.Context, r ledger.Record) error
 	Claim(ctx context.Context, c ledger.Claim) error
+	Renew(ctx context.Context, name, holder string, generation int64, until time.Time) (ledger.Record, error)
 	ReserveQuota(ctx context.Context, q ledger.QuotaReservation) error
 	Throttle(ctx context.Context, key, day string, until time.Time) error
 	Quota(ctx context.Context, key, day string) (ledger.Bucket, error)
-	Commit(ctx context.Context, c ledger.Commit) error
-	Release(ctx context.Context, r ledger.Release) error
-	MarkPublished(ctx context.Context, name string, generation int64) error
+	Commit(ctx context.Context, c ledger.Commit) (ledger.Record, error)
+	Release(ctx context.Context, r ledger.Release) (ledger.Record, error)
+	MarkUnpublished(ctx context.Context, name string, generation int64) error
+}
+
+// notifier publishes token-level events (pkg/notify).
+type notifier interface {
+	Publish(ctx context.Context, events ...notify.Event) error
 }
 
 // Options configures an Engine. Zero durations take the defaults noted.
@@ -73,8 +83,13 @@ type Options struct {
 	Ledger  stateTable
 	Prefix  string // default "token-refresher/"
 
-	ScheduleInterval time.Duration // default 12h; the default refresh margin is this plus 1h
-	Concurrency      int           // tokens refreshed at once; default 8
+	ScheduleInterval time.Duration // the reconcile interval; default 12h
+	// SweepInterval is the time between two sweeps: a run refreshes what falls due before
+	// the next one. 0 takes the default 5m; negative means no sweep runs, so a reconcile
+	// refreshes what would expire before the next reconcile.
+	SweepInterval time.Duration
+	Concurrency   int      // tokens refreshed at once; default 8
+	Notifier      notifier // optional: EventBridge notifications
 
 	HTTPClient      *http.Client
 	ProviderTimeout time.Duration // one provider request; default 10s
@@ -106,6 +121,9 @@ func New(opts Options) (*Engine, error) {
 	}
 	if opts.ScheduleInterval <= 0 {
 		opts.ScheduleInterval = 12 * time.Hour
+	}
+	if opts.SweepInterval == 0 {
+		opts.SweepInterval = 5 * time.Minute
 	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 8
@@ -143,9 +161,23 @@ func New(opts Options) (*Engine, error) {
 	return &Engine{opts: opts, log: log, metrics: &metricWriter{w: w}, now: now}, nil
 }
 
-// DefaultMargin is how long before expiry a token is refreshed when its policy does not say:
-// one schedule interval plus an hour, so a 24 h token on a 12 h schedule is refreshed twice a day.
-func (e *Engine) DefaultMargin() time.Duration { return e.opts.ScheduleInterval + time.Hour }
+// SweepInterval is the configured time between sweeps; negative when no sweep runs.
+func (e *Engine) SweepInterval() time.Duration { return e.opts.SweepInterval }
+
+// horizon is how far ahead a reconcile or sweep refreshes. docs/design.md §3 allows "due before
+// the next sweep"; refreshing at the first sweep at or after next_due_at instead keeps a
+// token's period at least its margin (a 1 h token: 48 refreshes a day, not 57), and the
+// margin — half the lifetime — leaves the sweep interval to spare.
+func (e *Engine) horizon() time.Duration { return 0 }
+
+// reach is how far ahead a reconcile looks at expiry when no sweep runs: to the next
+// reconcile plus an hour, so a run a little early still refreshes what would lapse.
+func (e *Engine) reach(tr trigger) time.Duration {
+	if tr != triggerReconcile || e.opts.SweepInterval > 0 {
+		return 0
+	}
+	return e.opts.ScheduleInterval + time.Hour
+}
 
 // refreshBudget is the time one refresh may take: every provider attempt with its backoff,
 // then the writes.
@@ -162,113 +194,21 @@ func (e *Engine) refreshBudget() time.Duration {
 	return b
 }
 
-// Row is one token's line in the report. It never holds a secret.
-type Row struct {
-	Name       string `json:"name"`
-	Outcome    string `json:"outcome"`
-	ExpiresAt  string `json:"expires_at,omitempty"`
-	Generation int64  `json:"generation,omitempty"`
-	Error      string `json:"error,omitempty"`
-}
+// minProviderCall is the shortest provider call worth starting: the call is bounded by what
+// the lease leaves after the persist budget, but never below this.
+const minProviderCall = 3 * time.Second
 
-// Report is what an invocation returns.
-type Report struct {
-	RequestID string         `json:"request_id,omitempty"`
-	Tokens    []Row          `json:"tokens"`
-	Summary   map[string]int `json:"summary"`
-}
-
-// Failed lists the rows whose outcome is failed.
-func (r *Report) Failed() []Row {
-	var out []Row
-	for _, row := range r.Tokens {
-		if row.Outcome == OutcomeFailed {
-			out = append(out, row)
-		}
-	}
-	return out
-}
-
-// Handle is the Lambda handler: it parses the event, runs every token it names (or every
-// token under the prefix), and returns the report — with an error when any token failed,
-// so alarms and retries see it. A rerun is harmless.
-func (e *Engine) Handle(ctx context.Context, event json.RawMessage) (*Report, error) {
-	req, err := ParseRequest(event)
-	if err != nil {
-		e.log.ErrorContext(ctx, "rejected event", "error", err.Error())
-		return nil, err
-	}
-	return e.Run(ctx, req)
-}
-
-// Run executes one request.
-func (e *Engine) Run(ctx context.Context, req Request) (*Report, error) {
-	// Keep a moment after the last AWS call to return the report: a write retried up to the
-	// Lambda deadline would get the invocation killed and its report lost.
-	if dl, ok := ctx.Deadline(); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl.Add(-reportReserve))
-		defer cancel()
-	}
-	report := &Report{Summary: map[string]int{}}
-	if lc, ok := lambdacontext.FromContext(ctx); ok {
-		report.RequestID = lc.AwsRequestID
-	}
-	names := req.Tokens
-	if req.Scheduled {
-		listed, err := e.opts.Secrets.List(ctx, e.privatePrefix())
-		if err != nil {
-			e.log.ErrorContext(ctx, "listing private secrets failed", "error", err.Error())
-			return nil, fmt.Errorf("refresher: list tokens: %w", err)
-		}
-		for _, full := range listed {
-			names = append(names, strings.TrimPrefix(full, e.privatePrefix()))
-		}
-	}
-	rows := make([]Row, len(names))
-	sem := make(chan struct{}, e.opts.Concurrency)
-	var wg sync.WaitGroup
-	for i, name := range names {
-		sem <- struct{}{}
-		if left, ok := e.timeLeft(ctx); ok && left < e.refreshBudget() {
-			<-sem
-			rows[i] = Row{Name: name, Outcome: OutcomeFailed, Error: "not started: the invocation has less time left than one refresh needs"}
-			continue
-		}
-		if ctx.Err() != nil {
-			<-sem
-			rows[i] = Row{Name: name, Outcome: OutcomeFailed, Error: "not started: " + ctx.Err().Error()}
-			continue
-		}
-		wg.Add(1)
-		go func(i int, name string) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			rows[i] = e.runToken(ctx, name, req.Force)
-		}(i, name)
-	}
-	wg.Wait()
-	sort.SliceStable(rows, func(a, b int) bool { return rows[a].Name < rows[b].Name })
-	report.Tokens = rows
-	for _, r := range rows {
-		report.Summary[r.Outcome]++
-	}
-	e.log.InfoContext(ctx, "invocation done", "tokens", len(rows), "summary", report.Summary)
-	if failed := report.Failed(); len(failed) > 0 {
-		parts := make([]string, 0, len(failed))
-		for _, f := range failed {
-			parts = append(parts, f.Name+": "+f.Error)
-		}
-		return report, fmt.Errorf("refresher: %d of %d tokens failed: %s", len(failed), len(rows), strings.Join(parts, "; "))
-	}
-	return report, nil
+// minStart is the least time a refresh needs to start: its persist budget plus one bounded
+// provider call (docs/design.md §3). With the defaults a 20 s invocation still refreshes.
+func (e *Engine) minStart() time.Duration {
+	return e.opts.PersistBudget + min(e.opts.ProviderTimeout, minProviderCall)
 }
 
 func (e *Engine) privatePrefix() string       { return e.opts.Prefix + "private/" }
 func (e *Engine) privateName(n string) string { return e.opts.Prefix + "private/" + n }
 func (e *Engine) accessName(n string) string  { return e.opts.Prefix + "access/" + n }
 
-func (e *Engine) timeLeft(ctx context.Context) (time.Duration, bool) {
+func timeLeft(ctx context.Context) (time.Duration, bool) {
 	dl, ok := ctx.Deadline()
 	if !ok {
 		return 0, false
@@ -276,12 +216,25 @@ func (e *Engine) timeLeft(ctx context.Context) (time.Duration, bool) {
 	return time.Until(dl), true // the deadline is wall-clock time, whatever clock e.now tells
 }
 
-func newHolder(ctx context.Context) string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	id := "local"
-	if lc, ok := lambdacontext.FromContext(ctx); ok && lc.AwsRequestID != "" {
-		id = lc.AwsRequestID
-	}
-	return id + "/" + hex.EncodeToString(b[:])
+// runState is what the token runs of one invocation share.
+type runState struct {
+	trigger trigger
+	force   bool
+	// smThrottled is set once Secrets Manager throttles a call: the run then starts no
+	// more refreshes rather than retrying them into their leases (docs/design.md §10).
+	smThrottled atomic.Bool
+	quotaMu     chan struct{}
+	quotaKeys   map[string]quotaSeen
+}
+
+type quotaSeen struct {
+	key   string
+	day   string
+	limit int
+}
+
+func (s *runState) noteQuota(q quotaSeen) {
+	s.quotaMu <- struct{}{}
+	s.quotaKeys[q.key+"#"+q.day] = q
+	<-s.quotaMu
 }

@@ -139,7 +139,9 @@ func TestRotatingTwoHundredRefreshes(t *testing.T) {
 			t.Fatalf("refresh %d: generation %d after %d", i, rec.Generation, last)
 		}
 		last = rec.Generation
-		clock.Advance(time.Minute)
+		// Past the write budget's pace (90 versions a day: one per 16 min); force never
+		// overrides the budget (TestWriteBudgetBeforeCall).
+		clock.Advance(17 * time.Minute)
 	}
 	if got := sim.Requests(); got != n {
 		t.Errorf("got %d provider requests, want %d", got, n)
@@ -203,7 +205,7 @@ func TestRejectionNeedsReauthAndReseed(t *testing.T) {
 	e := newEnv(t, clock.Now, nil)
 	e.seed("biz", rotatingDoc(sim.URL(), "app", cs, "rot_rt_not-a-token-"+randID(), ""))
 
-	rep, err := e.run(refresher.Request{Scheduled: true})
+	rep, err := e.run(refresher.Request{})
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
@@ -277,7 +279,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	rep, err := e.run(refresher.Request{Scheduled: true})
+	rep, err := e.run(refresher.Request{})
 	if err != nil {
 		t.Fatalf("run: %v (invalid_config is not a failure)", err)
 	}

@@ -3,78 +3,97 @@ package refresher
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"regexp"
+	"strings"
+
+	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 )
 
-// Request is what one invocation asks for: every due token (scheduled) or the named ones.
-type Request struct {
-	Tokens    []string `json:"tokens,omitempty"`
-	Force     bool     `json:"force,omitempty"`
-	Scheduled bool     `json:"-"`
-}
-
-var tokenName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+=/-]{0,200}$`)
-
-// ParseRequest accepts an EventBridge scheduled event (rule or Scheduler), an empty object
-// (Scheduler's default input), or a direct invoke {"tokens":[…],"force":bool}. Anything
-// else is an error that says what it saw, never the payload itself.
+// ParseRequest accepts an EventBridge scheduled event (rule or Scheduler) or an empty object
+// (a reconcile), {"sweep":true}, {"ensure":[…]} or {"tokens":[…],"force":bool} (docs/design.md §5).
+// Anything else is an error that names the field, never the payload itself.
 func ParseRequest(raw []byte) (Request, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
-		return Request{Scheduled: true}, nil
+		return Request{}, nil
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil {
-		return Request{}, fmt.Errorf("refresher: event: want a JSON object")
+		return Request{}, errors.New("refresher: event: want a JSON object")
 	}
 	if len(fields) == 0 {
-		return Request{Scheduled: true}, nil
+		return Request{}, nil
 	}
 	if dt, ok := fields["detail-type"]; ok {
 		var detailType, source string
 		_ = json.Unmarshal(dt, &detailType)
 		_ = json.Unmarshal(fields["source"], &source)
 		if detailType == "Scheduled Event" && (source == "aws.events" || source == "aws.scheduler") {
-			return Request{Scheduled: true}, nil
+			return Request{}, nil
 		}
-		return Request{}, fmt.Errorf("refresher: event: unknown event (detail-type %q, source %q); want a scheduled event or {\"tokens\":[…]}", clip(detailType), clip(source))
+		return Request{}, fmt.Errorf("refresher: event: unknown event (detail-type %q, source %q); want a scheduled event, {\"sweep\":true}, {\"ensure\":[…]} or {\"tokens\":[…]}", clip(detailType), clip(source))
 	}
 	var req Request
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return Request{}, fmt.Errorf("refresher: event: unknown event shape (%s); want a scheduled event or {\"tokens\":[\"name\"],\"force\":true}", describeDecodeError(err))
+		return Request{}, fmt.Errorf("refresher: event: unknown event shape (%s); want {\"sweep\":true}, {\"ensure\":[\"name\"]} or {\"tokens\":[\"name\"],\"force\":true}", describeDecodeError(err))
 	}
-	if _, ok := fields["tokens"]; !ok {
-		return Request{}, fmt.Errorf("refresher: event: tokens: required in a direct invoke")
+	_, hasTokens := fields["tokens"]
+	_, hasEnsure := fields["ensure"]
+	_, hasSweep := fields["sweep"]
+	kinds := 0
+	for _, b := range []bool{hasTokens, hasEnsure, hasSweep} {
+		if b {
+			kinds++
+		}
 	}
-	if len(req.Tokens) == 0 {
-		return Request{}, fmt.Errorf("refresher: event: tokens: want at least one name")
+	switch {
+	case kinds == 0:
+		return Request{}, errors.New("refresher: event: tokens: required in a direct invoke")
+	case kinds > 1:
+		return Request{}, errors.New("refresher: event: give only one of tokens, ensure or sweep")
+	case hasSweep && !req.Sweep:
+		return Request{}, errors.New("refresher: event: sweep: want true")
+	case req.Force && !hasTokens:
+		return Request{}, errors.New("refresher: event: force: only with tokens (an operator's invoke)")
+	case hasSweep:
+		return req, nil
+	case hasEnsure:
+		return req, checkNames("ensure", req.Ensure)
+	}
+	return req, checkNames("tokens", req.Tokens)
+}
+
+func checkNames(field string, names []string) error {
+	if len(names) == 0 {
+		return fmt.Errorf("refresher: event: %s: want at least one name", field)
 	}
 	seen := map[string]bool{}
-	for i, name := range req.Tokens {
-		if !tokenName.MatchString(name) {
-			return Request{}, fmt.Errorf("refresher: event: tokens[%d]: not a valid token name", i)
+	for i, name := range names {
+		if !invocation.ValidName(name) {
+			return fmt.Errorf("refresher: event: %s[%d]: not a valid token name", field, i)
 		}
 		if seen[name] {
-			return Request{}, fmt.Errorf("refresher: event: tokens[%d]: %q named twice", i, name)
+			return fmt.Errorf("refresher: event: %s[%d]: %q named twice", field, i, name)
 		}
 		seen[name] = true
 	}
-	return req, nil
+	return nil
 }
 
 // describeDecodeError names the field without echoing values.
 func describeDecodeError(err error) string {
 	var typeErr *json.UnmarshalTypeError
-	if e, ok := err.(*json.UnmarshalTypeError); ok {
-		typeErr = e
+	if errors.As(err, &typeErr) {
 		return fmt.Sprintf("%s: want %s", typeErr.Field, typeErr.Type)
 	}
-	msg := err.Error()
-	if m := regexp.MustCompile(`unknown field "([^"]{0,64})"`).FindStringSubmatch(msg); m != nil {
-		return "unknown field " + m[1]
+	// encoding/json says `json: unknown field "name"`.
+	if _, rest, ok := strings.Cut(err.Error(), `unknown field "`); ok {
+		if name, _, ok := strings.Cut(rest, `"`); ok && len(name) <= 64 {
+			return "unknown field " + name
+		}
 	}
 	return "not the expected JSON"
 }

@@ -21,7 +21,9 @@ func TestParseRequest(t *testing.T) {
 	tests := []struct {
 		name      string
 		event     string
-		scheduled bool
+		scheduled bool // a reconcile: nothing named, no sweep
+		sweep     bool
+		ensure    []string
 		tokens    []string
 		force     bool
 		wantErr   string
@@ -40,6 +42,13 @@ func TestParseRequest(t *testing.T) {
 		{name: "duplicate", event: `{"tokens":["a","a"]}`, wantErr: "named twice"},
 		{name: "array", event: `[1]`, wantErr: "want a JSON object"},
 		{name: "force alone", event: `{"force":true}`, wantErr: "tokens: required"},
+		{name: "events/sweep.json", event: readEvent(t, "sweep.json"), sweep: true},
+		{name: "events/ensure.json", event: readEvent(t, "ensure.json"), ensure: []string{"acme-business"}},
+		{name: "sweep false", event: `{"sweep":false}`, wantErr: "sweep: want true"},
+		{name: "ensure with force", event: `{"ensure":["a"],"force":true}`, wantErr: "force: only with tokens"},
+		{name: "ensure and tokens", event: `{"ensure":["a"],"tokens":["a"]}`, wantErr: "only one of"},
+		{name: "ensure bad name", event: `{"ensure":["-x"]}`, wantErr: "ensure[0]: not a valid token name"},
+		{name: "ensure empty", event: `{"ensure":[]}`, wantErr: "ensure: want at least one"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -53,9 +62,20 @@ func TestParseRequest(t *testing.T) {
 			if err != nil {
 				t.Fatalf("got err %v, want none", err)
 			}
-			if got.Scheduled != tt.scheduled || got.Force != tt.force || strings.Join(got.Tokens, ",") != strings.Join(tt.tokens, ",") {
-				t.Errorf("got %+v, want scheduled=%v tokens=%v force=%v", got, tt.scheduled, tt.tokens, tt.force)
+			reconcile := !got.Sweep && len(got.Tokens) == 0 && len(got.Ensure) == 0
+			if reconcile != tt.scheduled || got.Sweep != tt.sweep || got.Force != tt.force ||
+				strings.Join(got.Tokens, ",") != strings.Join(tt.tokens, ",") || strings.Join(got.Ensure, ",") != strings.Join(tt.ensure, ",") {
+				t.Errorf("got %+v, want reconcile=%v sweep=%v ensure=%v tokens=%v force=%v", got, tt.scheduled, tt.sweep, tt.ensure, tt.tokens, tt.force)
 			}
 		})
 	}
+}
+
+func readEvent(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../events/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

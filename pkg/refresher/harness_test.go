@@ -163,7 +163,7 @@ func (e *env) run(req refresher.Request) (*refresher.Report, error) {
 
 func (e *env) scheduled() *refresher.Report {
 	e.t.Helper()
-	rep, err := e.run(refresher.Request{Scheduled: true})
+	rep, err := e.run(refresher.Request{})
 	if err != nil {
 		e.t.Fatalf("scheduled run: %v", err)
 	}

@@ -1,17 +1,25 @@
 package refresher
 
 import (
+	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
+	"github.com/seed-502fa48b/token-refresher/pkg/notify"
+	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
-// MetricsNamespace is the CloudWatch namespace of the Embedded Metric Format lines; the
-// template's alarms watch NeedsReauth, Throttled and QuotaExhausted in it.
+// MetricsNamespace is the CloudWatch namespace of the Embedded Metric Format lines
+// (cross-team contract 4).
 const MetricsNamespace = "TokenRefresher"
+
+// Expiry warnings that raise a notification.
+const (
+	credentialsWarning = 14 * 24 * time.Hour
+)
 
 type metricWriter struct {
 	mu sync.Mutex
@@ -46,37 +54,150 @@ func (m *metricWriter) emit(ts time.Time, fields map[string]any, directives []em
 	_, _ = m.w.Write(append(b, '\n'))
 }
 
-func (t *tokenRun) emitMetrics(row Row) {
-	now := t.now()
-	fields := map[string]any{"Token": t.name, "Outcome": row.Outcome, "Outcomes": 1}
-	ds := []emfDirective{{
-		Namespace: MetricsNamespace, Dimensions: [][]string{{"Outcome"}},
-		Metrics: []emfMetric{{Name: "Outcomes", Unit: "Count"}},
-	}}
-	// Alarm metrics without dimensions: one alarm covers every token.
-	alarm := map[string]string{OutcomeNeedsReauth: "NeedsReauth", OutcomeThrottled: "Throttled", OutcomeQuotaExhausted: "QuotaExhausted", OutcomeFailed: "Failed"}
-	if name, ok := alarm[row.Outcome]; ok {
+func directive(dims [][]string, ms ...emfMetric) emfDirective {
+	return emfDirective{Namespace: MetricsNamespace, Dimensions: dims, Metrics: ms}
+}
+
+// alarmMetric is the dimensionless count an outcome adds to (one alarm covers every token).
+var alarmMetric = map[string]string{
+	OutcomeNeedsReauth: "NeedsReauth", OutcomeThrottled: "Throttled", OutcomeQuotaExhausted: "QuotaExhausted",
+	OutcomeFailed: "Failed", OutcomeInvalidConfig: "InvalidConfig",
+}
+
+// finishRow fills the row from the record, logs it, emits its metrics and notifications.
+// Everything comes from the record and the run: no read per token.
+func (e *Engine) finishRow(ctx context.Context, st *runState, t *tokenRun, row *Row) {
+	row.Name = t.name
+	if t.hasRec {
+		if !t.rec.ExpiresAt.IsZero() {
+			row.ExpiresAt = t.rec.ExpiresAt.UTC().Format(time.RFC3339)
+		}
+		row.Generation = t.rec.Generation
+	}
+	if t.note != "" && row.Outcome != OutcomeFailed {
+		row.Error = joinNote(row.Error, t.note)
+	}
+	now := e.now()
+	fields := map[string]any{"Token": t.name, "Outcome": row.Outcome, "Outcomes": 1, "Trigger": st.trigger.String()}
+	ds := []emfDirective{directive([][]string{{"Outcome"}}, emfMetric{"Outcomes", "Count"})}
+	var alarms []emfMetric
+	if name, ok := alarmMetric[row.Outcome]; ok {
 		fields[name] = 1
-		ds = append(ds, emfDirective{Namespace: MetricsNamespace, Dimensions: [][]string{{}}, Metrics: []emfMetric{{Name: name, Unit: "Count"}}})
+		alarms = append(alarms, emfMetric{name, "Count"})
 	}
-	var perToken []emfMetric
-	if t.doc != nil && !t.doc.ExpiresAt.IsZero() {
-		fields["SecondsToExpiry"] = int64(t.doc.ExpiresAt.Sub(now) / time.Second)
-		perToken = append(perToken, emfMetric{Name: "SecondsToExpiry", Unit: "Seconds"})
+	if t.invalidEdit && row.Outcome != OutcomeInvalidConfig {
+		fields["InvalidConfig"] = 1
+		alarms = append(alarms, emfMetric{"InvalidConfig", "Count"})
 	}
-	if t.doc != nil && !t.doc.Provider.CredentialsExpireAt.IsZero() {
-		fields["DaysToCredentialExpiry"] = float64(t.doc.Provider.CredentialsExpireAt.Sub(now)) / float64(24*time.Hour)
-		perToken = append(perToken, emfMetric{Name: "DaysToCredentialExpiry", Unit: "None"})
+	if len(alarms) > 0 {
+		ds = append(ds, directive([][]string{{}}, alarms...))
 	}
-	if len(perToken) > 0 {
-		ds = append(ds, emfDirective{Namespace: MetricsNamespace, Dimensions: [][]string{{"Token"}}, Metrics: perToken})
+	if t.hasRec {
+		var gauges []emfMetric
+		r := t.rec
+		if !r.ExpiresAt.IsZero() {
+			fields["SecondsToExpiry"] = int64(r.ExpiresAt.Sub(now) / time.Second)
+			gauges = append(gauges, emfMetric{"SecondsToExpiry", "Seconds"})
+		}
+		if !r.CredentialsExpireAt.IsZero() {
+			fields["DaysToCredentialExpiry"] = days(r.CredentialsExpireAt.Sub(now))
+			gauges = append(gauges, emfMetric{"DaysToCredentialExpiry", "None"})
+		}
+		if !r.RefreshExpiresAt.IsZero() {
+			fields["DaysToRefreshTokenExpiry"] = days(r.RefreshExpiresAt.Sub(now))
+			gauges = append(gauges, emfMetric{"DaysToRefreshTokenExpiry", "None"})
+		}
+		fields["WriteBudgetUsedPercent"] = 100 * float64(r.WritesSince(now.Add(-24*time.Hour))) / float64(maxWrites(&r))
+		gauges = append(gauges, emfMetric{"WriteBudgetUsedPercent", "Percent"})
+		// Both dimension sets: per token, and one series whose Minimum/Maximum covers all.
+		ds = append(ds, directive([][]string{{"Token"}, {}}, gauges...))
 	}
-	if t.hasQuota && (t.reserved > 0 || row.Outcome == OutcomeQuotaExhausted || row.Outcome == OutcomeThrottled) {
-		if b, err := t.e.opts.Ledger.Quota(t.ctx, t.quota.Key, ledger.Day(now, t.quota.Location)); err == nil {
-			fields["QuotaKey"] = t.quota.Key
-			fields["QuotaUsed"] = b.Used
-			ds = append(ds, emfDirective{Namespace: MetricsNamespace, Dimensions: [][]string{{"QuotaKey"}}, Metrics: []emfMetric{{Name: "QuotaUsed", Unit: "Count"}}})
+	e.metrics.emit(now, fields, ds)
+
+	attrs := []any{"outcome", row.Outcome, "generation", row.Generation, "trigger", st.trigger.String()}
+	if row.Error != "" {
+		attrs = append(attrs, "error", row.Error)
+	}
+	level := slog.LevelInfo
+	switch row.Outcome {
+	case OutcomeFailed, OutcomeNeedsReauth, OutcomeInvalidConfig:
+		level = slog.LevelError
+	case OutcomeThrottled, OutcomeQuotaExhausted:
+		level = slog.LevelWarn
+	}
+	t.log.Log(ctx, level, "token done", attrs...)
+	e.notify(ctx, t, *row, now)
+}
+
+func days(d time.Duration) float64 { return float64(d) / float64(24*time.Hour) }
+
+// notify publishes the events a person should see (pkg/notify); never a secret.
+func (e *Engine) notify(ctx context.Context, t *tokenRun, row Row, now time.Time) {
+	if e.opts.Notifier == nil {
+		return
+	}
+	ev := func(detail, reason string) notify.Event {
+		return notify.Event{DetailType: detail, Token: t.name, Outcome: row.Outcome, Reason: reason, Time: now}
+	}
+	var evs []notify.Event
+	switch {
+	case row.Outcome == OutcomeNeedsReauth && t.movedToReauth:
+		evs = append(evs, ev(notify.DetailNeedsReauth, row.Error))
+	case row.Outcome == OutcomeInvalidConfig || t.invalidEdit:
+		evs = append(evs, ev(notify.DetailInvalidConfig, row.Error))
+	case t.wasReauth && row.Outcome == OutcomeRefreshed:
+		evs = append(evs, ev(notify.DetailRecovered, "re-authorised"))
+	}
+	if t.hasRec && row.Outcome == OutcomeRefreshed {
+		if c := t.rec.CredentialsExpireAt; !c.IsZero() && c.Sub(now) < credentialsWarning {
+			evs = append(evs, ev(notify.DetailCredentialsExpiring, "provider credentials expire at "+c.UTC().Format(time.RFC3339)))
+		}
+		if r := t.rec.RefreshExpiresAt; !r.IsZero() && r.Sub(now) < token.RefreshTokenWarning {
+			evs = append(evs, ev(notify.DetailRefreshTokenExpiring, "refresh token expires at "+r.UTC().Format(time.RFC3339)))
 		}
 	}
-	t.e.metrics.emit(now, fields, ds)
+	if len(evs) == 0 {
+		return
+	}
+	if err := e.opts.Notifier.Publish(ctx, evs...); err != nil {
+		t.log.WarnContext(ctx, "publishing notifications failed", "error", err.Error())
+	}
+}
+
+// emitRun writes the run-level metrics: the heartbeat, Secrets Manager throttling, and the
+// quota of every key this run spent (one read per key, not per token).
+func (e *Engine) emitRun(ctx context.Context, s *runState) {
+	now := e.now()
+	fields := map[string]any{"Trigger": s.trigger.String()}
+	var counts []emfMetric
+	switch s.trigger {
+	case triggerReconcile:
+		fields["Reconciled"] = 1
+		counts = append(counts, emfMetric{"Reconciled", "Count"})
+	case triggerSweep:
+		fields["Swept"] = 1
+		counts = append(counts, emfMetric{"Swept", "Count"})
+	}
+	if s.smThrottled.Load() {
+		fields["SecretsManagerThrottled"] = 1
+		counts = append(counts, emfMetric{"SecretsManagerThrottled", "Count"})
+	}
+	if len(counts) > 0 {
+		e.metrics.emit(now, fields, []emfDirective{directive([][]string{{}}, counts...)})
+	}
+	for _, q := range s.quotaKeys {
+		b, err := e.opts.Ledger.Quota(ctx, q.key, q.day)
+		if err != nil {
+			continue
+		}
+		limit := q.limit
+		if b.Limit > 0 {
+			limit = b.Limit
+		}
+		e.metrics.emit(now, map[string]any{"QuotaKey": q.key, "QuotaUsed": b.Used, "QuotaUsedPercent": 100 * float64(b.Used) / float64(limit)},
+			[]emfDirective{
+				directive([][]string{{"QuotaKey"}}, emfMetric{"QuotaUsed", "Count"}, emfMetric{"QuotaUsedPercent", "Percent"}),
+				directive([][]string{{}}, emfMetric{"QuotaUsedPercent", "Percent"}),
+			})
+	}
 }

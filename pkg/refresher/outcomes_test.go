@@ -65,7 +65,7 @@ func TestTransientFailureThenRecovery(t *testing.T) {
 	e.seed("t", rotatingDoc(sim.URL(), "app", cs, seed, ""))
 
 	sim.FailNext(1, 503)
-	rep, err := e.run(refresher.Request{Scheduled: true})
+	rep, err := e.run(refresher.Request{})
 	if err != nil || outcomes(rep)["t"] != refresher.OutcomeRefreshed {
 		t.Fatalf("one 503 then success: got %v %v, want refreshed", outcomes(rep), err)
 	}
@@ -98,8 +98,9 @@ func TestTransientFailureThenRecovery(t *testing.T) {
 	}
 }
 
-// The function writes CloudWatch Embedded Metric Format lines: an outcome count per token,
-// seconds to expiry, quota used, and dimensionless alarm metrics.
+// The function writes CloudWatch Embedded Metric Format lines (contract 4): per token its
+// outcome and gauges (with the [Token] and [] dimension sets), per run the heartbeat and the
+// quota of every key it spent — without a DynamoDB read per token.
 func TestEmbeddedMetrics(t *testing.T) {
 	clock := providersim.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, ist))
 	sim := newSahamati(t, "fiu-emf", clock)
@@ -110,9 +111,8 @@ func TestEmbeddedMetrics(t *testing.T) {
 	e.seed("m", doc)
 	e.scheduled()
 	sc := bufio.NewScanner(strings.NewReader(buf.String()))
-	var lines int
+	var tokenLines, runLines, quotaLines int
 	for sc.Scan() {
-		lines++
 		var m map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			t.Fatalf("not JSON: %v", err)
@@ -121,25 +121,39 @@ func TestEmbeddedMetrics(t *testing.T) {
 		if !ok || aws["Timestamp"] == nil {
 			t.Fatalf("no _aws block: %v", m)
 		}
-		if m["Outcome"] != "refreshed" || m["Outcomes"] != float64(1) || m["Token"] != "m" {
-			t.Errorf("outcome fields: got %v", m)
-		}
-		if s, ok := m["SecondsToExpiry"].(float64); !ok || s < 23*3600 || s > 24*3600 {
-			t.Errorf("SecondsToExpiry: got %v, want about 24 h", m["SecondsToExpiry"])
-		}
-		if d, ok := m["DaysToCredentialExpiry"].(float64); !ok || d < 9.9 || d > 10.1 {
-			t.Errorf("DaysToCredentialExpiry: got %v, want 10", m["DaysToCredentialExpiry"])
-		}
-		if m["QuotaUsed"] != float64(1) || m["QuotaKey"] != "sahamati#fiu-emf" {
-			t.Errorf("quota: got %v %v, want 1 for sahamati#fiu-emf", m["QuotaUsed"], m["QuotaKey"])
-		}
 		raw, _ := json.Marshal(aws["CloudWatchMetrics"])
 		if !strings.Contains(string(raw), `"Namespace":"TokenRefresher"`) {
 			t.Errorf("namespace: got %s", raw)
 		}
+		switch {
+		case m["Token"] != nil:
+			tokenLines++
+			if m["Outcome"] != "refreshed" || m["Outcomes"] != float64(1) || m["Token"] != "m" {
+				t.Errorf("outcome fields: got %v", m)
+			}
+			if s, ok := m["SecondsToExpiry"].(float64); !ok || s < 23*3600 || s > 24*3600 {
+				t.Errorf("SecondsToExpiry: got %v, want about 24 h", m["SecondsToExpiry"])
+			}
+			if d, ok := m["DaysToCredentialExpiry"].(float64); !ok || d < 9.9 || d > 10.1 {
+				t.Errorf("DaysToCredentialExpiry: got %v, want 10", m["DaysToCredentialExpiry"])
+			}
+			if p, ok := m["WriteBudgetUsedPercent"].(float64); !ok || p <= 0 || p > 2 {
+				t.Errorf("WriteBudgetUsedPercent: got %v, want 1 of 90 (about 1.1)", m["WriteBudgetUsedPercent"])
+			}
+			if !strings.Contains(string(raw), `"Dimensions":[["Token"],[]]`) {
+				t.Errorf("per-token gauges: got %s, want dimension sets [Token] and []", raw)
+			}
+		case m["QuotaKey"] != nil:
+			quotaLines++
+			if m["QuotaUsed"] != float64(1) || m["QuotaKey"] != "sahamati#fiu-emf" {
+				t.Errorf("quota: got %v %v, want 1 for sahamati#fiu-emf", m["QuotaUsed"], m["QuotaKey"])
+			}
+		case m["Reconciled"] != nil:
+			runLines++
+		}
 	}
-	if lines != 1 {
-		t.Errorf("got %d EMF lines, want 1 per token", lines)
+	if tokenLines != 1 || runLines != 1 || quotaLines != 1 {
+		t.Errorf("got %d token, %d run and %d quota EMF lines, want 1 each", tokenLines, runLines, quotaLines)
 	}
 }
 
@@ -159,7 +173,7 @@ func TestOperatorEditSupersedesInflight(t *testing.T) {
 	e := newEnv(t, clock.Now, nil) // 2 attempts
 	e.seed("op", rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access fund.read target:b/op"), ""))
 	sim.FailNext(2, 502)
-	if _, err := e.run(refresher.Request{Scheduled: true}); err == nil {
+	if _, err := e.run(refresher.Request{}); err == nil {
 		t.Fatal("two 502s: got no error, want a failed token")
 	}
 	if _, rec := e.committed("op"); rec.Inflight == nil {

@@ -53,8 +53,8 @@ func TestMoveCurrentRace(t *testing.T) {
 		wantOther   bool  // an error that is none of the sentinels
 		wantUpdates int
 	}{
-		{name: "moved by an operator after our read", holders: []string{"from", "operator"}, updateErr: rejected, wantErr: secretstore.ErrStageMoved, wantUpdates: 1},
-		{name: "moved to our version by another holder", holders: []string{"from", "to"}, updateErr: rejected, wantUpdates: 1},
+		{name: "moved by an operator after our read", holders: []string{"from", "operator"}, updateErr: rejected, wantErr: secretstore.ErrStageMoved, wantUpdates: 2},
+		{name: "moved to our version by another holder", holders: []string{"from", "to"}, updateErr: rejected, wantUpdates: 2},
 		{name: "rejected while still on from", holders: []string{"from"}, updateErr: rejected, wantOther: true, wantUpdates: 2},
 		{name: "secret deleted meanwhile", holders: []string{"from"}, updateErr: &smtypes.ResourceNotFoundException{}, wantErr: secretstore.ErrNotFound, wantUpdates: 1},
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	smtypes "github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
@@ -29,6 +30,16 @@ var (
 	ErrVersionConflict = errors.New("secretstore: version conflict")
 	ErrStageMoved      = errors.New("secretstore: stage moved")
 	ErrExists          = errors.New("secretstore: secret exists")
+	// ErrBinary: the secret holds SecretBinary, which is not one of ours.
+	ErrBinary = errors.New("secretstore: binary secret")
+	// ErrLimitExceeded: the service refused a write for a quota (the ~100
+	// versions a secret may gain in 24 h); retrying does not help.
+	ErrLimitExceeded = errors.New("secretstore: limit exceeded")
+	// ErrInvalidRequest: the service refused the request itself (a value over
+	// 64 KiB); retrying does not help.
+	ErrInvalidRequest = errors.New("secretstore: invalid request")
+	// ErrThrottled: the service throttled the call past the SDK's own retries.
+	ErrThrottled = errors.New("secretstore: throttled")
 )
 
 // Tags and description every access secret is created with, so an operator can
@@ -53,11 +64,24 @@ type secretsAPI interface {
 // Store reads and writes secrets through Secrets Manager.
 type Store struct {
 	client secretsAPI
+	kmsKey string
+}
+
+// Options configure a Store.
+type Options struct {
+	// KMSKeyID encrypts the access secrets Publish creates (a customer-managed key that
+	// consumers in other accounts can be allowed to use); empty: aws/secretsmanager.
+	KMSKeyID string
 }
 
 // New returns a Store using client (a *secretsmanager.Client in production).
 func New(client secretsAPI) *Store {
-	return &Store{client: client}
+	return NewWithOptions(client, Options{})
+}
+
+// NewWithOptions is New with options.
+func NewWithOptions(client secretsAPI, opts Options) *Store {
+	return &Store{client: client, kmsKey: opts.KMSKeyID}
 }
 
 // Version is one secret version with its value.
@@ -119,6 +143,49 @@ func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
 	return names, nil
 }
 
+// Entry is one secret as ListSecrets describes it: no value is read.
+type Entry struct {
+	Name string
+	// Current is the id of the version labelled AWSCURRENT ("" when none):
+	// ListSecrets returns every version's stages, so edits are seen without
+	// reading a secret.
+	Current string
+	// DeletedDate is set when the secret is scheduled for deletion.
+	DeletedDate time.Time
+}
+
+// Entries lists the secrets whose name starts with prefix, those scheduled
+// for deletion included, sorted by name; no secret value is read.
+func (s *Store) Entries(ctx context.Context, prefix string) ([]Entry, error) {
+	in := &secretsmanager.ListSecretsInput{IncludePlannedDeletion: aws.Bool(true)}
+	if prefix != "" && !strings.HasPrefix(prefix, "!") {
+		in.Filters = []smtypes.Filter{{Key: smtypes.FilterNameStringTypeName, Values: []string{prefix}}}
+	}
+	var out []Entry
+	p := secretsmanager.NewListSecretsPaginator(s.client, in)
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("secretstore: list %q: %w", prefix, translate(err))
+		}
+		for _, e := range page.SecretList {
+			name := aws.ToString(e.Name)
+			if !strings.HasPrefix(name, prefix) {
+				continue
+			}
+			en := Entry{Name: name, DeletedDate: aws.ToTime(e.DeletedDate)}
+			for id, stages := range e.SecretVersionsToStages {
+				if hasStage(stages, StageCurrent) {
+					en.Current = id
+				}
+			}
+			out = append(out, en)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
 // GetVersion reads one version by id. ErrNotFound when the secret or the
 // version does not exist.
 func (s *Store) GetVersion(ctx context.Context, name, versionID string) (Version, error) {
@@ -148,7 +215,7 @@ func (s *Store) get(ctx context.Context, in *secretsmanager.GetSecretValueInput)
 	}
 	if out.SecretString == nil {
 		// Binary secrets are not ours; say so rather than hand back an empty value.
-		return Version{}, errors.New("secret has no SecretString")
+		return Version{}, fmt.Errorf("%w: it has SecretBinary, want a JSON SecretString", ErrBinary)
 	}
 	return Version{
 		ID:      aws.ToString(out.VersionId),
@@ -209,28 +276,18 @@ func (s *Store) PutPending(ctx context.Context, name string, value token.Secret,
 
 // MoveCurrent points AWSCURRENT at version to, only if it is now on version
 // from. Already on to → nil; on any other version → ErrStageMoved (someone
-// else edited the secret). The holder is read first because the service
-// rejects a RemoveFromVersionId that does not hold the label, and that
-// rejection does not say where the label is.
+// else edited the secret). The move is tried first — one call on the normal
+// path — because the service refuses a RemoveFromVersionId that does not hold
+// the label; only then is the holder read to tell which case it was.
 func (s *Store) MoveCurrent(ctx context.Context, name, to, from string) error {
 	if to == "" {
 		return fmt.Errorf("secretstore: move current %s: empty target version", name)
 	}
-	// Two rounds: a concurrent move between our read and our write is
-	// classified by reading again; a third disagreement is reported as is.
+	// Two rounds: a concurrent move between our write and our read is
+	// classified by trying again; a second disagreement is reported as is.
 	var lastErr error
 	for attempt := 0; attempt < 2; attempt++ {
-		holder, err := s.currentHolder(ctx, name)
-		if err != nil {
-			return fmt.Errorf("secretstore: move current %s: %w", name, err)
-		}
-		if holder == to {
-			return nil
-		}
-		if holder == "" || holder != from {
-			return fmt.Errorf("secretstore: move current %s to %s: %w", name, to, ErrStageMoved)
-		}
-		_, err = s.client.UpdateSecretVersionStage(ctx, &secretsmanager.UpdateSecretVersionStageInput{
+		_, err := s.client.UpdateSecretVersionStage(ctx, &secretsmanager.UpdateSecretVersionStageInput{
 			SecretId:            aws.String(name),
 			VersionStage:        aws.String(StageCurrent),
 			MoveToVersionId:     aws.String(to),
@@ -244,6 +301,16 @@ func (s *Store) MoveCurrent(ctx context.Context, name, to, from string) error {
 			return fmt.Errorf("secretstore: move current %s to %s: %w", name, to, translate(err))
 		}
 		lastErr = err
+		holder, herr := s.currentHolder(ctx, name)
+		if herr != nil {
+			return fmt.Errorf("secretstore: move current %s: %w", name, herr)
+		}
+		if holder == to {
+			return nil
+		}
+		if holder == "" || holder != from {
+			return fmt.Errorf("secretstore: move current %s to %s: %w", name, to, ErrStageMoved)
+		}
 	}
 	return fmt.Errorf("secretstore: move current %s to %s: %w", name, to, lastErr)
 }
@@ -280,6 +347,7 @@ func (s *Store) Publish(ctx context.Context, name string, value token.Secret, cl
 		ClientRequestToken: aws.String(clientToken),
 		Description:        aws.String(publishDescription),
 		Tags:               []smtypes.Tag{{Key: aws.String(managedByKey), Value: aws.String(managedByValue)}},
+		KmsKeyId:           optional(s.kmsKey),
 	})
 	var exists *smtypes.ResourceExistsException
 	if errors.As(err, &exists) {
@@ -287,6 +355,13 @@ func (s *Store) Publish(ctx context.Context, name string, value token.Secret, cl
 		return wrapPublish(name, s.putCurrent(ctx, name, value, clientToken))
 	}
 	return wrapPublish(name, translate(err))
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return aws.String(s)
 }
 
 func wrapPublish(name string, err error) error {
@@ -350,6 +425,19 @@ func translate(err error) error {
 	var exists *smtypes.ResourceExistsException
 	if errors.As(err, &exists) {
 		return fmt.Errorf("%w: %w", ErrVersionConflict, err)
+	}
+	var limit *smtypes.LimitExceededException
+	if errors.As(err, &limit) {
+		return fmt.Errorf("%w: %w", ErrLimitExceeded, err)
+	}
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode() {
+		case "ValidationException":
+			return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+		case "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded":
+			return fmt.Errorf("%w: %w", ErrThrottled, err)
+		}
 	}
 	return err
 }

@@ -79,6 +79,9 @@ type Policy struct {
 	QuotaKey      string
 	DailyLimit    int
 	QuotaTimezone string
+	// MaxWritesPerDay caps the private versions written in any 24 h (the write
+	// budget, docs/design.md §3); 0 means DefaultMaxWritesPerDay.
+	MaxWritesPerDay int
 
 	extra map[string]json.RawMessage
 }
@@ -105,6 +108,10 @@ type Private struct {
 	VersionID string
 	// BaseVersionID is the operator-written version this refresher history descends from.
 	BaseVersionID string
+	// SeenRefreshTokens are fingerprints (Fingerprint) of the refresh tokens this chain has
+	// held, oldest first: an operator edit carrying one of them is a stale copy and must not
+	// replace the live refresh token (docs/design.md §2).
+	SeenRefreshTokens []string
 
 	extra map[string]json.RawMessage
 }
@@ -178,6 +185,19 @@ func (o *object) str(key string) string {
 }
 
 func (o *object) secret(key string) Secret { return Secret(o.str(key)) }
+
+func (o *object) strings(key string) []string {
+	raw, ok := o.take(key)
+	if !ok {
+		return nil
+	}
+	var out []string
+	if err := json.Unmarshal(raw, &out); err != nil {
+		o.fail(fieldErr(o.name(key), "want a list of strings"))
+		return nil
+	}
+	return out
+}
 
 func (o *object) int64(key string) int64 {
 	raw, ok := o.take(key)
@@ -274,11 +294,12 @@ func ParsePrivate(raw []byte) (*Private, error) {
 	}
 	pol := top.child("policy")
 	p.Policy = Policy{
-		RefreshMargin: pol.duration("refresh_margin"),
-		QuotaKey:      pol.str("quota_key"),
-		DailyLimit:    int(pol.int64("daily_limit")),
-		QuotaTimezone: pol.str("quota_timezone"),
-		extra:         pol.rest,
+		RefreshMargin:   pol.duration("refresh_margin"),
+		QuotaKey:        pol.str("quota_key"),
+		DailyLimit:      int(pol.int64("daily_limit")),
+		QuotaTimezone:   pol.str("quota_timezone"),
+		MaxWritesPerDay: int(pol.int64("max_writes_per_day")),
+		extra:           pol.rest,
 	}
 	p.RefreshToken = top.secret("refresh_token")
 	p.RefreshExpiresAt = top.time("refresh_expires_at")
@@ -291,6 +312,7 @@ func ParsePrivate(raw []byte) (*Private, error) {
 	p.StatusReason = top.str("status_reason")
 	p.VersionID = top.str("version_id")
 	p.BaseVersionID = top.str("base_version_id")
+	p.SeenRefreshTokens = top.strings("seen_refresh_tokens")
 	p.extra = top.rest
 	for _, o := range []*object{top, prov, pol} {
 		if o.err != nil {
@@ -417,6 +439,9 @@ func (pol Policy) validate(v Provider) error {
 	if pol.RefreshMargin < 0 {
 		return fieldErr("policy.refresh_margin", "must not be negative")
 	}
+	if pol.MaxWritesPerDay < 0 || pol.MaxWritesPerDay > MaxWritesPerDayLimit {
+		return fieldErr("policy.max_writes_per_day", "want 1 to %d (Secrets Manager keeps about 100 versions a day)", MaxWritesPerDayLimit)
+	}
 	if pol.DailyLimit < 0 {
 		return fieldErr("policy.daily_limit", "must not be negative")
 	}
@@ -535,6 +560,7 @@ func (p *Private) Access() Access {
 func (p *Private) Clone() *Private {
 	c := *p
 	c.extra = cloneRaw(p.extra)
+	c.SeenRefreshTokens = append([]string(nil), p.SeenRefreshTokens...)
 	c.Provider.extra = cloneRaw(p.Provider.extra)
 	c.Policy.extra = cloneRaw(p.Policy.extra)
 	return &c
@@ -605,6 +631,9 @@ func (p *Private) Marshal() ([]byte, error) {
 		pol["daily_limit"] = p.Policy.DailyLimit
 	}
 	pol.str("quota_timezone", p.Policy.QuotaTimezone)
+	if p.Policy.MaxWritesPerDay != 0 {
+		pol["max_writes_per_day"] = p.Policy.MaxWritesPerDay
+	}
 
 	top := fields{
 		"provider":   withExtra(prov, v.extra),
@@ -623,14 +652,17 @@ func (p *Private) Marshal() ([]byte, error) {
 	top.str("status_reason", p.StatusReason)
 	top.str("version_id", p.VersionID)
 	top.str("base_version_id", p.BaseVersionID)
+	if len(p.SeenRefreshTokens) > 0 {
+		top["seen_refresh_tokens"] = p.SeenRefreshTokens
+	}
 	return json.Marshal(withExtra(top, p.extra))
 }
 
-// accessWire is the access document's exact shape (DESIGN.md §2).
+// accessWire is the access document's exact shape (docs/design.md §2).
 type accessWire struct {
 	AccessToken string `json:"access_token"`
 	TokenType   string `json:"token_type"`
-	ExpiresAt   string `json:"expires_at"`
+	ExpiresAt   string `json:"expires_at,omitempty"` // RFC 3339 or absent, never ""
 	Scope       string `json:"scope"`
 	Generation  int64  `json:"generation"`
 	Status      string `json:"status"`

@@ -15,7 +15,7 @@ import (
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
-// profileDocs are the private documents under testdata/private: the DESIGN.md §2
+// profileDocs are the private documents under testdata/private: the docs/design.md §2
 // example (its "…" filled in) and one per provider profile.
 var profileDocs = []string{"design-example", "rotating", "vault-ist", "client-credentials", "sahamati"}
 
