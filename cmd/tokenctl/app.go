@@ -7,24 +7,28 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
+	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 )
 
-// Exit codes.
+// Exit codes (README "tokenctl exit codes"). When several apply, the first in the
+// order exitFail, exitNotFound, exitNeedsReauth, exitInvalid is returned.
 const (
-	exitOK    = 0
-	exitFail  = 1 // bad document, AWS error, the function reported an error
-	exitUsage = 2 // bad command line
+	exitOK          = 0
+	exitFail        = 1 // AWS error, I/O error, the function failed or a token's outcome is failed
+	exitUsage       = 2 // bad command line
+	exitInvalid     = 3 // invalid document, or a token's outcome/status is invalid_config
+	exitNeedsReauth = 4 // a token's outcome/status is needs_reauth: a person must re-authorise
+	exitNotFound    = 5 // a named token has no private secret (and no record)
+	exitRefused     = 6 // seed refused to replace a refresh token the chain has moved past
 )
 
 const defaultPrefix = "token-refresher/"
@@ -32,29 +36,35 @@ const defaultPrefix = "token-refresher/"
 // maxDocument is Secrets Manager's limit on a SecretString.
 const maxDocument = 65536
 
-// tokenName is the names the refresher accepts in a direct invoke
-// (pkg/refresher/event.go); seeding any other name would make a token that
-// `tokenctl refresh` cannot name.
-var tokenName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+=/-]{0,200}$`)
-
 const usage = `usage: tokenctl [flags] COMMAND [ARGS]
 
 commands:
   seed NAME --file DOC.json          validate DOC and store it as <prefix>private/NAME: a new secret,
-                                     or a new AWSCURRENT version that the refresher adopts (--file - reads stdin)
-  status [NAME...] [--json]          token records from the state table
+                                     or a new AWSCURRENT version that the refresher adopts (--file - reads stdin);
+                                     refuses a refresh token the chain has moved past unless --replace-refresh-token
+  authorize NAME [--business CODE]   authorisation-code flow with PKCE for a refresh_token provider: prints the
+                                     URL, catches the redirect on 127.0.0.1, stores the refresh token, invokes the refresher
+  status [NAME...] [--json]          per token: status, next due, expiries, write budget, quota today, last error
   show NAME [--json]                 the private document with secrets redacted, and its versions
   refresh NAME... [--force] [--json] invoke the refresher now and print its report
-  validate --file DOC.json           check a private document offline
+  validate --file DOC.json           check a private document offline (strict: unknown fields, profile rules)
   template GRANT                     print a starter document; GRANT is one of
                                      refresh_token, refresh_token-json, client_credentials, sahamati_entity
+  policy private                     print the resource policy tokenctl puts on private secrets
+  grant CONSUMER TOKEN... [--ensure] print an IAM policy letting role CONSUMER read exactly those access secrets
 
 flags (before or after the command):
-  --prefix P     secret name prefix (env SECRET_PREFIX, default token-refresher/)
-  --table T      state table (env STATE_TABLE)
-  --function F   refresher function name or ARN (env REFRESHER_FUNCTION)
+  --prefix P               secret name prefix (env SECRET_PREFIX, default token-refresher/)
+  --table T                state table (env STATE_TABLE)
+  --function F             refresher function name or ARN (env REFRESHER_FUNCTION)
+  --refresher-role-arn A   the refresher's role (env TR_REFRESHER_ROLE_ARN) } private secrets tokenctl creates
+  --admin-role-arn A       the administrators' role (env TR_ADMIN_ROLE_ARN) } are readable only by these two
 
-AWS access uses the SDK's default configuration: AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, ...
+exit codes: 0 ok, 1 error or a token failed, 2 usage, 3 invalid document or invalid_config,
+4 needs_reauth, 5 unknown token, 6 refused (stale refresh token)
+
+AWS access uses the SDK's default configuration: AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL,
+AWS_ENDPOINT_URL_LAMBDA, ...
 `
 
 // app is tokenctl with its surroundings injected, so tests can drive every command.
@@ -65,21 +75,21 @@ type app struct {
 	now            func() time.Time
 	loadAWS        func(ctx context.Context) (aws.Config, error)
 
+	// openBrowser shows a URL to the person at the keyboard; nil: print it only.
+	openBrowser func(url string) error
+
 	cfg  *aws.Config
 	opts settings
 }
 
 // settings are the flags every command accepts.
 type settings struct {
-	prefix, table, function string
+	prefix, table, function  string
+	refresherRole, adminRole string
 }
 
 func (a *app) run(ctx context.Context, args []string) int {
-	a.opts = settings{
-		prefix:   envOr(a.getenv, "SECRET_PREFIX", defaultPrefix),
-		table:    a.getenv("STATE_TABLE"),
-		function: a.getenv("REFRESHER_FUNCTION"),
-	}
+	a.opts = a.envSettings()
 	global := a.flagSet("tokenctl")
 	global.Usage = func() { fmt.Fprint(a.stderr, usage) }
 	if err := global.Parse(args); err != nil {
@@ -107,12 +117,29 @@ func (a *app) run(ctx context.Context, args []string) int {
 		return a.validate(args)
 	case "template":
 		return a.template(args)
+	case "authorize":
+		return a.authorize(ctx, args)
+	case "policy":
+		return a.policy(args)
+	case "grant":
+		return a.grant(args)
 	case "help", "-h", "--help":
 		fmt.Fprint(a.stdout, usage)
 		return exitOK
 	default:
 		fmt.Fprintf(a.stderr, "tokenctl: unknown command %q\n\n%s", cmd, usage)
 		return exitUsage
+	}
+}
+
+// envSettings are the settings' defaults from the environment; flags override them.
+func (a *app) envSettings() settings {
+	return settings{
+		prefix:        envOr(a.getenv, "SECRET_PREFIX", defaultPrefix),
+		table:         a.getenv("STATE_TABLE"),
+		function:      a.getenv("REFRESHER_FUNCTION"),
+		refresherRole: a.getenv("TR_REFRESHER_ROLE_ARN"),
+		adminRole:     a.getenv("TR_ADMIN_ROLE_ARN"),
 	}
 }
 
@@ -130,6 +157,8 @@ func (a *app) flagSet(name string) *flag.FlagSet {
 	fs.StringVar(&a.opts.prefix, "prefix", a.opts.prefix, "secret name prefix (env SECRET_PREFIX)")
 	fs.StringVar(&a.opts.table, "table", a.opts.table, "state table (env STATE_TABLE)")
 	fs.StringVar(&a.opts.function, "function", a.opts.function, "refresher function name or ARN (env REFRESHER_FUNCTION)")
+	fs.StringVar(&a.opts.refresherRole, "refresher-role-arn", a.opts.refresherRole, "the refresher's role ARN, for private secrets' resource policy (env TR_REFRESHER_ROLE_ARN)")
+	fs.StringVar(&a.opts.adminRole, "admin-role-arn", a.opts.adminRole, "the administrators' role ARN, for private secrets' resource policy (env TR_ADMIN_ROLE_ARN)")
 	return fs
 }
 
@@ -166,23 +195,42 @@ func (a *app) errorf(cmd, format string, args ...any) {
 	fmt.Fprintf(a.stderr, "tokenctl %s: %s\n", cmd, fmt.Sprintf(format, args...))
 }
 
+// awsConfig loads the SDK configuration once and checks the two things the SDK would
+// otherwise report late and obscurely: a region and credentials.
 func (a *app) awsConfig(ctx context.Context) (aws.Config, error) {
 	if a.cfg == nil {
 		cfg, err := a.loadAWS(ctx)
 		if err != nil {
-			return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)
+			return aws.Config{}, fmt.Errorf("load AWS configuration (AWS_PROFILE, AWS_CONFIG_FILE): %w", err)
+		}
+		if cfg.Region == "" {
+			return aws.Config{}, errNoRegion
+		}
+		if cfg.Credentials == nil {
+			return aws.Config{}, errNoCredentials
+		}
+		if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
+			return aws.Config{}, fmt.Errorf("%w (%s)", errNoCredentials, oneLine(err.Error(), 200))
 		}
 		a.cfg = &cfg
 	}
 	return *a.cfg, nil
 }
 
-func (a *app) store(ctx context.Context) (*secretstore.Store, error) {
+func (a *app) secretsClient(ctx context.Context) (*secretsmanager.Client, error) {
 	cfg, err := a.awsConfig(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return secretstore.New(secretsmanager.NewFromConfig(cfg)), nil
+	return secretsmanager.NewFromConfig(cfg), nil
+}
+
+func (a *app) store(ctx context.Context) (*secretstore.Store, error) {
+	sm, err := a.secretsClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return secretstore.New(sm), nil
 }
 
 func (a *app) ledger(ctx context.Context) (*ledger.Ledger, error) {
@@ -196,22 +244,29 @@ func (a *app) ledger(ctx context.Context) (*ledger.Ledger, error) {
 	return ledger.New(dynamodb.NewFromConfig(cfg), ledger.Options{Table: a.opts.table, Now: a.now}), nil
 }
 
-func (a *app) invoker(ctx context.Context) (invoker, error) {
-	cfg, err := a.awsConfig(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return lambda.NewFromConfig(cfg), nil
-}
-
-// privateName is the private secret of token name (DESIGN.md §2).
+// privateName is the private secret of token name (docs/design.md §2).
 func (a *app) privateName(name string) string { return a.opts.prefix + "private/" + name }
 
+// checkName applies the refresher's name rule: seeding any other name would make a
+// token the refresher never adopts and `tokenctl refresh` cannot name.
 func checkName(name string) error {
-	if !tokenName.MatchString(name) {
-		return fmt.Errorf("%q is not a token name: letters, digits and ._@+=/- (first a letter or digit), at most 201 characters", name)
+	if !invocation.ValidName(name) {
+		return fmt.Errorf("%q is not a token name: letters, digits and ._@+=/- (first a letter or digit), at most %d characters", name, invocation.MaxNameLen)
 	}
 	return nil
+}
+
+// tableResource and secretResource name what an AWS error was about.
+func (a *app) tableResource() resource {
+	return resource{kind: "state table", name: a.opts.table, env: "--table / STATE_TABLE"}
+}
+
+func (a *app) secretResource(name string) resource {
+	return resource{kind: "secret", name: name, env: "the token name and --prefix / SECRET_PREFIX"}
+}
+
+func (a *app) functionResource() resource {
+	return resource{kind: "function", name: a.opts.function, env: "--function / REFRESHER_FUNCTION"}
 }
 
 // readDocument reads --file (a path, or "-" for stdin), refusing anything larger than a

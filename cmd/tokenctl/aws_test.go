@@ -151,8 +151,8 @@ func TestSeed(t *testing.T) {
 	// A bad document writes nothing: no new secret, no new version.
 	bad := `{"provider":{"grant":"refresh_token","token_url":"http://auth.example.com/t","client_auth":"none"},"refresh_token":"` + badDocumentSecret + `"}`
 	for _, name := range []string{"beta", "acme"} {
-		if code := c.run("seed", name, "--file", writeFile(t, "bad.json", bad)); code != exitFail {
-			t.Errorf("seed %s bad document: exit %d, want %d", name, code, exitFail)
+		if code := c.run("seed", name, "--file", writeFile(t, "bad.json", bad)); code != exitInvalid {
+			t.Errorf("seed %s bad document: exit %d, want %d", name, code, exitInvalid)
 		}
 		if !strings.Contains(c.err.String(), "provider.token_url: must use https") || !strings.Contains(c.err.String(), "nothing written") {
 			t.Errorf("seed %s bad document: stderr %q", name, c.err.String())
@@ -169,7 +169,7 @@ func TestSeed(t *testing.T) {
 		t.Errorf("seed with a bad document moved AWSCURRENT to %s, want %s", cur, v2)
 	}
 	// A placeholder left in is a bad document too.
-	if code := c.run("seed", "gamma", "--file", writeFile(t, "tpl.json", templates["client_credentials"].doc)); code != exitFail || e.exists(t, "gamma") {
+	if code := c.run("seed", "gamma", "--file", writeFile(t, "tpl.json", templates["client_credentials"].doc)); code != exitInvalid || e.exists(t, "gamma") {
 		t.Errorf("seed of an unfilled template: exit %d, exists %v", code, e.exists(t, "gamma"))
 	}
 }
@@ -179,28 +179,57 @@ func TestStatus(t *testing.T) {
 	c := e.cli(t)
 	c.mustRun("seed", "acme", "--file", writeFile(t, "acme.json", rotatingDoc(seedClientSecret)))
 	c.mustRun("seed", "sahamati-prod", "--file", writeFile(t, "s.json", sahamatiDoc))
+	// Secrets made with other tools that the refresher will never adopt as they are.
+	ctx := context.Background()
+	for name, body := range map[string]string{"_draft": sahamatiDoc, "broken": `{"provider":{"grant":"refresh_token","client_secret":"` + badDocumentSecret + `"}}`} {
+		if _, err := e.sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String(e.prefix + "private/" + name), SecretString: aws.String(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
 
-	// Seeded, not adopted yet: listed from the secrets.
-	c.mustRun("status", "--json")
+	// Seeded, not adopted yet: listed from the secrets, with why two never will be.
+	if code := c.run("status", "--json"); code != exitInvalid {
+		t.Errorf("status with unadoptable secrets: exit %d, want %d", code, exitInvalid)
+	}
 	var rows []statusRow
 	if err := json.Unmarshal(c.out.Bytes(), &rows); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, c.out.String())
 	}
-	if len(rows) != 2 || rows[0].Name != "acme" || rows[0].Adopted || rows[1].Name != "sahamati-prod" {
-		t.Errorf("before adoption: got %+v, want acme and sahamati-prod not adopted", rows)
+	reasons := map[string]string{}
+	for _, r := range rows {
+		if r.Adopted {
+			t.Errorf("%s: adopted before any record exists", r.Name)
+		}
+		reasons[r.Name] = r.NotAdoptedReason
+	}
+	if len(rows) != 4 || reasons["acme"] != "" || reasons["sahamati-prod"] != "" ||
+		!strings.Contains(reasons["_draft"], "not a valid token name") || !strings.Contains(reasons["broken"], "invalid document: provider.token_url: required") {
+		t.Errorf("before adoption: got %+v", rows)
+	}
+	c.run("status")
+	for _, want := range []string{"(not adopted yet)", "(will not be adopted)", "not a valid token name"} {
+		if !strings.Contains(c.out.String(), want) {
+			t.Errorf("status table lacks %q:\n%s", want, c.out.String())
+		}
 	}
 
 	// What the refresher writes: one record mid-refresh, one needing a person.
 	led := ledger.New(e.ddb, ledger.Options{Table: e.table, Now: func() time.Time { return c.now }})
-	ctx := context.Background()
 	v1, _ := e.current(t, "acme")
-	expires := c.now.Add(12 * time.Hour)
+	expires := c.now.Add(15 * time.Minute)
+	next := c.now.Add(10 * time.Minute)
+	refreshExp := c.now.Add(30 * 24 * time.Hour)
+	writes := []time.Time{c.now.Add(-25 * time.Hour)} // outside the last 24 h
+	for i := range 18 {
+		writes = append(writes, c.now.Add(-time.Duration(i)*80*time.Minute))
+	}
 	if err := led.Create(ctx, ledger.Record{Name: "acme", VersionID: v1, Generation: 3, PublishedGeneration: 3, Status: "active",
-		ExpiresAt: expires, NextDueAt: expires.Add(-13 * time.Hour)}); err != nil {
+		ExpiresAt: expires, NextDueAt: next, RefreshExpiresAt: refreshExp, Writes: writes}); err != nil {
 		t.Fatal(err)
 	}
 	leaseUntil := c.now.Add(45 * time.Second).Truncate(time.Millisecond)
-	if err := led.Claim(ctx, ledger.Claim{Name: "acme", Holder: "req-1", Generation: 3, From: v1, To: "v-next", LeaseUntil: leaseUntil}); err != nil {
+	if err := led.Claim(ctx, ledger.Claim{Name: "acme", Holder: "req-1", Generation: 3, From: v1, To: "v-next", LeaseUntil: leaseUntil,
+		Quota: &ledger.QuotaReservation{Key: "auth.example.com#acme-client", Day: "2026-11-22", Limit: 100}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := led.Create(ctx, ledger.Record{Name: "sahamati-prod", VersionID: "v-s", Generation: 9, PublishedGeneration: 8,
@@ -208,7 +237,9 @@ func TestStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c.mustRun("status", "--json")
+	if code := c.run("status", "--json", "acme", "sahamati-prod"); code != exitNeedsReauth {
+		t.Errorf("status with a needs_reauth token: exit %d, want %d", code, exitNeedsReauth)
+	}
 	rows = nil
 	if err := json.Unmarshal(c.out.Bytes(), &rows); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, c.out.String())
@@ -223,6 +254,17 @@ func TestStatus(t *testing.T) {
 		acme.ExpiresAt == nil || !acme.ExpiresAt.Equal(expires) {
 		t.Errorf("acme row: got %+v", acme)
 	}
+	// The record's own next_due_at (15-minute tokens are not due 13 h in the past), the
+	// refresh token's expiry, the write budget and today's quota.
+	if acme.NextDueAt == nil || !acme.NextDueAt.Equal(next) || acme.RefreshExpiresAt == nil || !acme.RefreshExpiresAt.Equal(refreshExp) {
+		t.Errorf("acme times: next due %v (want %v), refresh token expires %v (want %v)", acme.NextDueAt, next, acme.RefreshExpiresAt, refreshExp)
+	}
+	if acme.WritesLast24h != 18 || acme.MaxWritesPerDay != 90 || acme.WriteBudgetUsedPct != 20 {
+		t.Errorf("acme write budget: got %d/%d %.1f%%, want 18/90 20%%", acme.WritesLast24h, acme.MaxWritesPerDay, acme.WriteBudgetUsedPct)
+	}
+	if q := acme.Quota; q == nil || q.Key != "auth.example.com#acme-client" || q.Day != "2026-11-22" || q.Used != 1 || q.Limit != 100 {
+		t.Errorf("acme quota: got %+v, want 1/100 on 2026-11-22", acme.Quota)
+	}
 	if sah.Status != "needs_reauth" || sah.StatusReason != "provider rejected the credentials" || sah.Generation != 9 ||
 		sah.PublishedGeneration != 8 || sah.Lease != leaseFree || sah.Inflight != nil || sah.ConsecutiveFailures != 2 ||
 		sah.LastError != "provider: 401 invalid entity" {
@@ -231,9 +273,10 @@ func TestStatus(t *testing.T) {
 
 	// The table, and the lease seen after it has run out.
 	c.now = c.now.Add(time.Minute)
-	c.mustRun("status")
+	c.run("status", "acme", "sahamati-prod")
 	table := c.out.String()
-	for _, want := range []string{"NAME", "LAST_ERROR", "acme", "active", "expired " + formatTime(leaseUntil), "yes",
+	for _, want := range []string{"NAME", "LAST_ERROR", "acme", "active", "expired " + formatTime(leaseUntil), "inflight",
+		formatTime(next) + " (in 9m)", formatTime(refreshExp), "18/90 (20%)", "1/100 auth.example.com#acme-client",
 		"sahamati-prod", "needs_reauth", "free", "provider: 401 invalid entity", "provider rejected the credentials"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("status table lacks %q:\n%s", want, table)
@@ -246,7 +289,7 @@ func TestStatus(t *testing.T) {
 	}
 
 	// A name with neither record nor secret fails, after printing the rest.
-	if code := c.run("status", "acme", "nope"); code != exitFail || !strings.Contains(c.err.String(), "nope") || !strings.Contains(c.out.String(), "acme") {
+	if code := c.run("status", "acme", "nope"); code != exitNotFound || !strings.Contains(c.err.String(), "nope") || !strings.Contains(c.out.String(), "acme") {
 		t.Errorf("status acme nope: exit %d\nstdout %s\nstderr %s", code, c.out.String(), c.err.String())
 	}
 	assertNoSecrets(t, seededSecrets, c.out.String(), c.err.String(), table)
@@ -321,7 +364,7 @@ func TestShow(t *testing.T) {
 		t.Errorf("show sahamati-prod:\n%s", c.out.String())
 	}
 
-	if code := c.run("show", "nope"); code != exitFail || !strings.Contains(c.err.String(), "no private secret") {
+	if code := c.run("show", "nope"); code != exitNotFound || !strings.Contains(c.err.String(), "no private secret") {
 		t.Errorf("show nope: exit %d, stderr %q", code, c.err.String())
 	}
 }
@@ -337,8 +380,8 @@ func TestShowBrokenDocument(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := e.cli(t)
-	if code := c.run("show", "broken"); code != exitFail {
-		t.Errorf("exit: got %d, want %d", code, exitFail)
+	if code := c.run("show", "broken"); code != exitInvalid {
+		t.Errorf("exit: got %d, want %d", code, exitInvalid)
 	}
 	if !strings.Contains(c.err.String(), "expires_at: want an RFC 3339 time") || !strings.Contains(c.out.String(), "AWSCURRENT") {
 		t.Errorf("show broken:\nstdout %s\nstderr %s", c.out.String(), c.err.String())

@@ -13,23 +13,6 @@ import (
 // placeholder marks what an operator must fill in a template.
 const placeholder = "REPLACE_ME"
 
-// checkDocument is everything tokenctl checks before a document may be stored: no
-// template placeholder left, JSON types (token.ParsePrivate), meaning (Validate). Errors
-// name the field, never its value.
-func checkDocument(raw []byte) (*token.Private, error) {
-	if field := findPlaceholder(raw); field != "" {
-		return nil, fmt.Errorf("%s: still holds the template placeholder %s", field, placeholder)
-	}
-	p, err := token.ParsePrivate(raw)
-	if err != nil {
-		return nil, err
-	}
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
 // findPlaceholder returns the first field (sorted, dotted path) whose string value holds
 // the placeholder, or "" when none does or raw is not a JSON object.
 func findPlaceholder(raw []byte) string {
@@ -122,8 +105,9 @@ var templates = map[string]struct{ doc, hint string }{
 		hint: `RFC 6749 refresh with rotating single-use refresh tokens (form body).
 client_auth: basic (HTTP Basic), body (client_id/client_secret in the form) or none (delete client_secret).
 scope: what the refresh token was authorised for, e.g. "offline_access fund.read target:b/<business>"; delete it to send none.
-reuse_grace: how long the provider still accepts a refresh token after use, if it documents one.
-Access tokens live 15 minutes: schedule the refresher at least that often for this provider.`,
+reuse_grace: how long the provider still accepts a refresh token after use, if it documents one (informational).
+To get the first refresh token, leave refresh_token as it is and run: tokenctl authorize NAME --file DOC --business CODE
+(add "authorize_url" to provider if the provider publishes no OAuth metadata).`,
 	},
 	"refresh_token-json": {
 		doc: `{
@@ -203,6 +187,13 @@ func (a *app) template(args []string) int {
 	return exitOK
 }
 
+// printNotes writes checkDocument's warnings and explanations to stderr.
+func (a *app) printNotes(cmd string, notes []string) {
+	for _, n := range notes {
+		fmt.Fprintf(a.stderr, "tokenctl %s: %s\n", cmd, n)
+	}
+}
+
 func (a *app) validate(args []string) int {
 	fs := a.flagSet("validate")
 	file := fs.String("file", "", "the private document (- for stdin)")
@@ -219,11 +210,12 @@ func (a *app) validate(args []string) int {
 		a.errorf("validate", "%v", err)
 		return exitFail
 	}
-	p, err := checkDocument(raw)
+	p, notes, err := checkDocument(raw, a.now())
 	if err != nil {
 		a.errorf("validate", "invalid document: %v", err)
-		return exitFail
+		return exitInvalid
 	}
+	a.printNotes("validate", notes)
 	fmt.Fprintf(a.stdout, "valid: %s\n", summary(p))
 	return exitOK
 }

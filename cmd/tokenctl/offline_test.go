@@ -72,14 +72,14 @@ func TestTemplates(t *testing.T) {
 				t.Errorf("stderr hint does not say what to replace: %q", c.err.String())
 			}
 			// As printed, the template must not pass: it still holds placeholders.
-			if _, err := checkDocument([]byte(doc)); err == nil || !strings.Contains(err.Error(), "placeholder") {
+			if _, _, err := checkDocument([]byte(doc), c.now); err == nil || !strings.Contains(err.Error(), "placeholder") {
 				t.Errorf("checkDocument(template): got %v, want a placeholder error", err)
 			}
 			filled, n := fill(t, doc)
 			if n == 0 {
 				t.Fatal("template has no placeholder to fill")
 			}
-			p, err := checkDocument([]byte(filled))
+			p, _, err := checkDocument([]byte(filled), c.now)
 			if err != nil {
 				t.Fatalf("filled template: %v\n%s", err, filled)
 			}
@@ -110,6 +110,10 @@ func TestTemplateUnknown(t *testing.T) {
 
 func TestValidateErrors(t *testing.T) {
 	const secret = "cs-validate-should-never-print-1"
+	const rt = `,"refresh_token":"` + secret + `"`
+	form := func(provider string) string {
+		return `{"provider":{"grant":"refresh_token","token_url":"https://a.example/t",` + provider + `}` + rt + `}`
+	}
 	tests := []struct {
 		name, doc, want string
 	}{
@@ -117,22 +121,46 @@ func TestValidateErrors(t *testing.T) {
 			"provider.token_url: must use https"},
 		{"type error", `{"provider":{"grant":"client_credentials","client_secret":"` + secret + `"},"generation":"7"}`,
 			"generation: want a whole number, got a string"},
-		{"not JSON", `{"provider":{"client_secret":"` + secret + `"`, "document: want a JSON object"},
+		{"truncated JSON", `{"provider":{"client_secret":"` + secret + `"`, "document: line 1, column 63: the JSON ends too early"},
+		{"syntax error with position", "{\n  \"provider\": {\n    \"grant\": \"refresh_token\",\n    \"client_secret\" \"" + secret + "\"\n  }\n}",
+			"document: line 4, column 21: invalid JSON: want : after a field name"},
+		{"trailing data", `{"provider":{}} {"x":"` + secret + `"}`, "document: line 1, column 17: something follows the document's closing }"},
+		{"not an object", `["` + secret + `"]`, "document: want a JSON object, got array"},
+		{"field given twice", "{\"provider\": {\"grant\": \"client_credentials\", \"token_url\": \"https://a.example/t\",\n  \"client_id\": \"c\", \"client_secret\": \"" + secret + "\",\n  \"client_secret\": \"x\"}}",
+			"provider.client_secret: given twice (again on line 3)"},
 		{"placeholder", `{"provider":{"grant":"client_credentials","token_url":"https://a.example/t","client_id":"REPLACE_ME","client_secret":"` + secret + `"}}`,
 			"provider.client_id: still holds the template placeholder"},
 		{"missing refresh token", `{"provider":{"grant":"refresh_token","token_url":"https://a.example/t","client_auth":"none"}}`,
 			`refresh_token: required for grant "refresh_token"`},
+		{"misspelt provider field", form(`"client_id":"c","client_auth":"basic","clientsecret":"` + secret + `"`),
+			"provider.clientsecret: unknown field; did you mean provider.client_secret?"},
+		{"misspelt refresh token", `{"provider":{"grant":"refresh_token","token_url":"https://a.example/t","client_auth":"none"},"refresh_tokn":"` + secret + `"}`,
+			"refresh_tokn: unknown field; did you mean refresh_token?"},
+		{"misspelt top-level field", `{"provider":{"grant":"client_credentials","token_url":"https://a.example/t","client_id":"c","client_secret":"x"},"polcy":{"daily_limit":5}}`,
+			"polcy: unknown field; did you mean policy?"},
+		{"provider field at the top level", `{"provider":{"grant":"refresh_token","token_url":"https://a.example/t","client_id":"c"},"client_secret":"` + secret + `"` + rt + `}`,
+			"client_secret: unknown field; did you mean provider.client_secret?"},
+		{"basic auth without secret", form(`"client_id":"c","client_auth":"basic"`),
+			`provider.client_secret: required for client_auth "basic"`},
+		{"body auth without secret", form(`"client_id":"c","client_auth":"body"`),
+			`provider.client_secret: required for client_auth "body"`},
+		{"credentials expired", `{"provider":{"grant":"sahamati_entity","token_url":"https://api.sahamati.org.in/iam/v1/entity/token/generate","entity_id":"e","entity_secret":"` + secret + `","credentials_expire_at":"2026-11-21T00:00:00Z"}}`,
+			"provider.credentials_expire_at: in the past"},
+		{"write budget too large", `{"provider":{"grant":"client_credentials","token_url":"https://a.example/t","client_id":"c","client_secret":"` + secret + `"},"policy":{"max_writes_per_day":500}}`,
+			"policy.max_writes_per_day: want"},
+		{"authorize url not https", form(`"client_auth":"none","authorize_url":"http://auth.example.com/authorize"`),
+			"provider.authorize_url: must be an absolute https URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newCLI(t, nil, nil)
-			if code := c.run("validate", "--file", writeFile(t, "doc.json", tt.doc)); code != exitFail {
-				t.Errorf("exit: got %d, want %d", code, exitFail)
+			if code := c.run("validate", "--file", writeFile(t, "doc.json", tt.doc)); code != exitInvalid {
+				t.Errorf("exit: got %d, want %d", code, exitInvalid)
 			}
 			if !strings.Contains(c.err.String(), tt.want) {
 				t.Errorf("stderr: got %q, want it to contain %q", c.err.String(), tt.want)
 			}
-			assertNoSecrets(t, []string{secret}, c.out.String(), c.err.String())
+			assertNoSecrets(t, []string{secret, "ecret\""}, c.out.String(), c.err.String())
 		})
 	}
 	c := newCLI(t, nil, nil)
@@ -142,6 +170,62 @@ func TestValidateErrors(t *testing.T) {
 	c.stdin = strings.Repeat(" ", maxDocument+1)
 	if code := c.run("validate", "--file", "-"); code != exitFail || !strings.Contains(c.err.String(), "larger than") {
 		t.Errorf("oversized document: exit %d, stderr %q", code, c.err.String())
+	}
+}
+
+// Valid documents pass with notes on stderr: explanations and warnings, never values.
+func TestValidateNotes(t *testing.T) {
+	const secret = "es-validate-notes-never-print-2"
+	tests := []struct {
+		name, doc string
+		want      []string
+		not       []string
+	}{
+		{"reuse grace explained, extensions silent", `{"provider":{"grant":"refresh_token","token_url":"https://a.example/t","client_id":"c","client_secret":"` + secret + `",
+			"client_auth":"basic","reuse_grace":"60s","x_team":"payments"},"refresh_token":"` + secret + `","x_note":"hi"}`,
+			[]string{"provider.reuse_grace is informational", "changes neither when nor how often"}, []string{"x_team", "x_note"}},
+		{"unknown field kept with a warning", `{"provider":{"grant":"client_credentials","token_url":"https://a.example/t","client_id":"c","client_secret":"` + secret + `"},"owner_team":"payments","status_note":"x"}`,
+			[]string{"warning: owner_team: unknown field, kept as it is and used by nothing", "warning: status_note: unknown field"}, nil},
+		{"credentials expire soon, unused field", `{"provider":{"grant":"sahamati_entity","token_url":"https://api.sahamati.org.in/iam/v1/entity/token/generate","entity_id":"e","entity_secret":"` + secret + `",
+			"credentials_expire_at":"2026-11-25T00:00:00Z","client_id":"c"}}`,
+			[]string{"warning: provider.credentials_expire_at: the entity secret expires in 72h", `warning: provider.client_id: not used by grant "sahamati_entity"`}, nil},
+		{"no credential expiry", `{"provider":{"grant":"sahamati_entity","token_url":"https://api.sahamati.org.in/iam/v1/entity/token/generate","entity_id":"e","entity_secret":"` + secret + `"}}`,
+			[]string{"warning: provider.credentials_expire_at: absent"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCLI(t, nil, nil)
+			c.mustRun("validate", "--file", writeFile(t, "doc.json", tt.doc))
+			for _, w := range tt.want {
+				if !strings.Contains(c.err.String(), w) {
+					t.Errorf("stderr: got %q, want it to contain %q", c.err.String(), w)
+				}
+			}
+			for _, n := range tt.not {
+				if strings.Contains(c.err.String(), n) {
+					t.Errorf("stderr: got %q, want no mention of %q", c.err.String(), n)
+				}
+			}
+			assertNoSecrets(t, []string{secret}, c.out.String(), c.err.String())
+		})
+	}
+}
+
+func TestPosition(t *testing.T) {
+	tests := []struct {
+		raw          string
+		offset       int64
+		line, column int
+	}{
+		{"{x", 2, 1, 2},
+		{"{\n  x", 6, 2, 3},
+		{"ab\ncd\nef", 7, 3, 1},
+		{"", 0, 1, 1},
+	}
+	for _, tt := range tests {
+		if line, col := position([]byte(tt.raw), tt.offset); line != tt.line || col != tt.column {
+			t.Errorf("position(%q, %d): got %d:%d, want %d:%d", tt.raw, tt.offset, line, col, tt.line, tt.column)
+		}
 	}
 }
 
@@ -164,6 +248,9 @@ func TestUsage(t *testing.T) {
 		{[]string{"status"}, exitUsage},          // no table configured
 		{[]string{"validate", "extra"}, exitUsage},
 		{[]string{"template"}, exitUsage},
+		{[]string{"policy"}, exitUsage},
+		{[]string{"policy", "public"}, exitUsage},
+		{[]string{"grant"}, exitUsage},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -206,7 +293,9 @@ func TestParseInterspersed(t *testing.T) {
 }
 
 func TestSettingsFromEnvAndFlags(t *testing.T) {
-	env := map[string]string{"SECRET_PREFIX": "env-prefix/", "STATE_TABLE": "env-table", "REFRESHER_FUNCTION": "env-fn"}
+	env := map[string]string{"SECRET_PREFIX": "env-prefix/", "STATE_TABLE": "env-table", "REFRESHER_FUNCTION": "env-fn",
+		"TR_REFRESHER_ROLE_ARN": "arn:aws:iam::111122223333:role/r", "TR_ADMIN_ROLE_ARN": "arn:aws:iam::111122223333:role/a"}
+	const r, adm = "arn:aws:iam::111122223333:role/r", "arn:aws:iam::111122223333:role/a"
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -214,14 +303,14 @@ func TestSettingsFromEnvAndFlags(t *testing.T) {
 		want settings
 	}{
 		{"defaults", nil, nil, settings{prefix: defaultPrefix}},
-		{"environment", env, nil, settings{"env-prefix/", "env-table", "env-fn"}},
-		{"global flags win", env, []string{"--prefix", "p/", "--table", "t"}, settings{"p/", "t", "env-fn"}},
-		{"command flags win", env, []string{"--table", "t", "X", "--function", "f"}, settings{"env-prefix/", "t", "f"}},
+		{"environment", env, nil, settings{"env-prefix/", "env-table", "env-fn", r, adm}},
+		{"global flags win", env, []string{"--prefix", "p/", "--table", "t"}, settings{"p/", "t", "env-fn", r, adm}},
+		{"command flags win", env, []string{"--table", "t", "X", "--function", "f", "--admin-role-arn", "arn:x"}, settings{"env-prefix/", "t", "f", r, "arn:x"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := &app{stdout: io.Discard, stderr: io.Discard, getenv: func(k string) string { return tt.env[k] }}
-			a.opts = settings{prefix: envOr(a.getenv, "SECRET_PREFIX", defaultPrefix), table: a.getenv("STATE_TABLE"), function: a.getenv("REFRESHER_FUNCTION")}
+			a.opts = a.envSettings()
 			g := a.flagSet("g")
 			if err := g.Parse(tt.args); err != nil {
 				t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -12,6 +13,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	smtypes "github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
+
+	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 )
 
 // invoker is the part of *lambda.Client that refresh uses.
@@ -19,25 +24,9 @@ type invoker interface {
 	Invoke(ctx context.Context, in *lambda.InvokeInput, optFns ...func(*lambda.Options)) (*lambda.InvokeOutput, error)
 }
 
-// refreshRequest is the refresher's direct-invoke event (DESIGN.md §4).
-type refreshRequest struct {
-	Tokens []string `json:"tokens"`
-	Force  bool     `json:"force"`
-}
-
-// refreshReport is the refresher's answer: one row per token, never a secret.
-type refreshReport struct {
-	RequestID string         `json:"request_id"`
-	Tokens    []refreshRow   `json:"tokens"`
-	Summary   map[string]int `json:"summary"`
-}
-
-type refreshRow struct {
-	Name       string `json:"name"`
-	Outcome    string `json:"outcome"`
-	ExpiresAt  string `json:"expires_at"`
-	Generation int64  `json:"generation"`
-	Error      string `json:"error"`
+// describer is the part of *secretsmanager.Client that tells whether a token exists.
+type describer interface {
+	DescribeSecret(ctx context.Context, in *secretsmanager.DescribeSecretInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.DescribeSecretOutput, error)
 }
 
 // functionError is the payload Lambda returns when the handler returned an error.
@@ -47,10 +36,10 @@ type functionError struct {
 }
 
 // refresh invokes the refresher synchronously for the named tokens and prints its report.
-// It fails when the function returned an error (any token failed, or a bad event).
+// Unknown names are refused before anything is invoked.
 func (a *app) refresh(ctx context.Context, args []string) int {
 	fs := a.flagSet("refresh")
-	force := fs.Bool("force", false, "refresh even when not due")
+	force := fs.Bool("force", false, "refresh even when not due (never beyond the write budget)")
 	asJSON := fs.Bool("json", false, "print the function's report as JSON")
 	names, code, ok := parse(fs, args, "refresh NAME... [--force] [--json]")
 	if !ok {
@@ -70,18 +59,56 @@ func (a *app) refresh(ctx context.Context, args []string) int {
 		a.errorf("refresh", "no function: pass --function or set REFRESHER_FUNCTION")
 		return exitUsage
 	}
-	lc, err := a.invoker(ctx)
+	sm, err := a.secretsClient(ctx)
 	if err != nil {
-		a.errorf("refresh", "%v", err)
+		a.errorf("refresh", "%s", a.explainAWS(err, a.functionResource()))
 		return exitFail
 	}
-	return a.invoke(ctx, lc, refreshRequest{Tokens: names, Force: *force}, *asJSON)
+	if code := a.checkExist(ctx, "refresh", sm, names); code != exitOK {
+		return code
+	}
+	return a.invoke(ctx, "refresh", invocation.Request{Tokens: names, Force: *force}, *asJSON)
 }
 
-func (a *app) invoke(ctx context.Context, lc invoker, req refreshRequest, asJSON bool) int {
+// checkExist refuses names that have no private secret: the function would only report
+// them invalid_config, and a typo deserves its own answer. A caller who may not describe
+// secrets is let through (the function still reports it).
+func (a *app) checkExist(ctx context.Context, cmd string, sm describer, names []string) int {
+	var missing []string
+	for _, n := range names {
+		_, err := sm.DescribeSecret(ctx, &secretsmanager.DescribeSecretInput{SecretId: aws.String(a.privateName(n))})
+		var nf *smtypes.ResourceNotFoundException
+		switch {
+		case errors.As(err, &nf):
+			missing = append(missing, n)
+		case err != nil:
+			fmt.Fprintf(a.stderr, "tokenctl %s: warning: cannot check that %s exists: %s\n", cmd, n, a.explainAWS(err, a.secretResource(a.privateName(n))))
+		}
+	}
+	if len(missing) > 0 {
+		secrets := make([]string, len(missing))
+		for i, n := range missing {
+			secrets[i] = a.privateName(n)
+		}
+		a.errorf(cmd, "unknown token(s) %s: no private secret %s (seed it first: tokenctl seed NAME --file DOC.json); nothing invoked",
+			strings.Join(missing, ", "), strings.Join(secrets, ", "))
+		return exitNotFound
+	}
+	return exitOK
+}
+
+// invoke sends req to the function and prints its report; the exit code follows the
+// report's worst outcome.
+func (a *app) invoke(ctx context.Context, cmd string, req invocation.Request, asJSON bool) int {
+	cfg, err := a.awsConfig(ctx)
+	if err != nil {
+		a.errorf(cmd, "%s", a.explainAWS(err, a.functionResource()))
+		return exitFail
+	}
+	var lc invoker = lambda.NewFromConfig(cfg)
 	payload, err := json.Marshal(req)
 	if err != nil {
-		a.errorf("refresh", "%v", err)
+		a.errorf(cmd, "%v", err)
 		return exitFail
 	}
 	out, err := lc.Invoke(ctx, &lambda.InvokeInput{
@@ -90,31 +117,40 @@ func (a *app) invoke(ctx context.Context, lc invoker, req refreshRequest, asJSON
 		Payload:        payload,
 	})
 	if err != nil {
-		a.errorf("refresh", "invoke %s: %v", a.opts.function, err)
+		a.errorf(cmd, "invoke: %s", a.explainAWS(err, a.functionResource()))
 		return exitFail
 	}
+	var rep invocation.Report
+	repErr := json.Unmarshal(out.Payload, &rep)
 	if out.FunctionError != nil {
 		var fe functionError
 		if json.Unmarshal(out.Payload, &fe) != nil || fe.Message == "" {
 			fe.Message = strings.TrimSpace(string(out.Payload))
 		}
-		a.errorf("refresh", "%s returned an error (%s): %s", a.opts.function, aws.ToString(out.FunctionError), oneLine(fe.Message, 2000))
+		a.errorf(cmd, "%s returned an error (%s): %s", a.opts.function, aws.ToString(out.FunctionError), oneLine(fe.Message, 2000))
 		return exitFail
 	}
 	if asJSON {
 		var b bytes.Buffer
 		if err := json.Indent(&b, out.Payload, "", "  "); err != nil {
-			a.errorf("refresh", "%s answered with something other than JSON", a.opts.function)
+			a.errorf(cmd, "%s answered with something other than JSON", a.opts.function)
 			return exitFail
 		}
 		fmt.Fprintln(a.stdout, b.String())
-		return exitOK
+	} else {
+		if repErr != nil {
+			a.errorf(cmd, "%s answered with something other than a report", a.opts.function)
+			return exitFail
+		}
+		a.writeReport(rep)
 	}
-	var rep refreshReport
-	if err := json.Unmarshal(out.Payload, &rep); err != nil {
-		a.errorf("refresh", "%s answered with something other than a report", a.opts.function)
-		return exitFail
+	if repErr != nil {
+		return exitOK // --json of a non-report: handed through as it is
 	}
+	return reportExit(rep)
+}
+
+func (a *app) writeReport(rep invocation.Report) {
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tOUTCOME\tEXPIRES_AT\tGENERATION\tERROR")
 	for _, r := range rep.Tokens {
@@ -141,5 +177,34 @@ func (a *app) invoke(ctx context.Context, lc invoker, req refreshRequest, asJSON
 		}
 		fmt.Fprintln(a.stdout)
 	}
+}
+
+// reportExit is the exit code of a report: failed, then needs_reauth, then invalid_config.
+func reportExit(rep invocation.Report) int {
+	code := exitOK
+	for _, r := range rep.Tokens {
+		code = worse(code, outcomeExit(r.Outcome))
+	}
+	return code
+}
+
+func outcomeExit(outcome string) int {
+	switch outcome {
+	case invocation.OutcomeFailed:
+		return exitFail
+	case invocation.OutcomeNeedsReauth:
+		return exitNeedsReauth
+	case invocation.OutcomeInvalidConfig:
+		return exitInvalid
+	}
 	return exitOK
+}
+
+// worse orders exit codes by what an operator must see first.
+func worse(a, b int) int {
+	rank := map[int]int{exitOK: 0, exitInvalid: 1, exitNeedsReauth: 2, exitNotFound: 3, exitFail: 4}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
 }

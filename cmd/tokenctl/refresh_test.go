@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,7 +12,8 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 )
 
 // lambdaInvokeAPI is an httptest server speaking the Lambda Invoke API
@@ -21,13 +23,23 @@ type lambdaInvokeAPI struct {
 	mu       sync.Mutex
 	function string
 	invType  string
-	request  refreshRequest
+	request  invocation.Request
 	rawBody  string
 	calls    int
 	respond  func(w http.ResponseWriter)
 }
 
-func newLambdaInvokeAPI(t *testing.T, respond func(w http.ResponseWriter)) (*lambdaInvokeAPI, aws.Config) {
+// lambdaEndpoint is a configuration source that sends Lambda, and only Lambda, to url —
+// what AWS_ENDPOINT_URL_LAMBDA does for config.LoadDefaultConfig.
+type lambdaEndpoint string
+
+func (u lambdaEndpoint) GetServiceBaseEndpoint(_ context.Context, sdkID string) (string, bool, error) {
+	return string(u), sdkID == "Lambda", nil
+}
+
+// newLambdaInvokeAPI starts the Invoke API and returns a configuration that reaches it for
+// Lambda and moto (e's) for everything else.
+func newLambdaInvokeAPI(t *testing.T, e awsEnv, respond func(w http.ResponseWriter)) (*lambdaInvokeAPI, aws.Config) {
 	t.Helper()
 	l := &lambdaInvokeAPI{respond: respond}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -41,15 +53,23 @@ func newLambdaInvokeAPI(t *testing.T, respond func(w http.ResponseWriter)) (*lam
 		l.mu.Lock()
 		l.calls++
 		l.function, l.invType, l.rawBody = fn, r.Header.Get("X-Amz-Invocation-Type"), string(body)
+		l.request = invocation.Request{}
 		_ = json.Unmarshal(body, &l.request)
 		l.mu.Unlock()
 		l.respond(w)
 	}))
 	t.Cleanup(srv.Close)
-	return l, aws.Config{
-		Region:       "us-east-1",
-		Credentials:  aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider("test", "test", "")),
-		BaseEndpoint: aws.String(srv.URL),
+	cfg := e.cfg.Copy()
+	cfg.ConfigSources = append(cfg.ConfigSources, lambdaEndpoint(srv.URL))
+	return l, cfg
+}
+
+// seedNames creates private secrets for names, so that refresh knows them.
+func seedNames(t *testing.T, e awsEnv, names ...string) {
+	t.Helper()
+	c := e.cli(t)
+	for _, n := range names {
+		c.mustRun("seed", n, "--file", writeFile(t, "s.json", sahamatiDoc))
 	}
 }
 
@@ -58,11 +78,13 @@ func TestRefreshReport(t *testing.T) {
 	  {"name":"acme","outcome":"refreshed","expires_at":"2026-11-23T00:00:00Z","generation":8},
 	  {"name":"sahamati-prod","outcome":"quota_exhausted","error":"quota sahamati#FIU-1 spent for 2026-11-22"}],
 	  "summary":{"refreshed":1,"quota_exhausted":1}}`
-	api, cfg := newLambdaInvokeAPI(t, func(w http.ResponseWriter) {
+	e := newAWSEnv(t)
+	seedNames(t, e, "acme", "sahamati-prod")
+	api, cfg := newLambdaInvokeAPI(t, e, func(w http.ResponseWriter) {
 		w.Header().Set("X-Amz-Executed-Version", "$LATEST")
 		_, _ = io.WriteString(w, report)
 	})
-	c := newCLI(t, &cfg, map[string]string{"REFRESHER_FUNCTION": "token-refresher-RefresherFunction-abc"})
+	c := newCLI(t, &cfg, map[string]string{"REFRESHER_FUNCTION": "token-refresher-RefresherFunction-abc", "SECRET_PREFIX": e.prefix})
 	c.mustRun("refresh", "acme", "sahamati-prod", "--force")
 
 	if api.calls != 1 || api.function != "token-refresher-RefresherFunction-abc" || api.invType != "RequestResponse" {
@@ -89,7 +111,7 @@ func TestRefreshReport(t *testing.T) {
 	if api.function != "other-fn" || api.request.Force || strings.Join(api.request.Tokens, ",") != "acme" {
 		t.Errorf("second invoke: function %q request %+v", api.function, api.request)
 	}
-	var rep refreshReport
+	var rep invocation.Report
 	if err := json.Unmarshal(c.out.Bytes(), &rep); err != nil || len(rep.Tokens) != 2 || rep.Tokens[0].Generation != 8 {
 		t.Errorf("--json output: %v\n%s", err, c.out.String())
 	}
@@ -105,11 +127,13 @@ func mustJSON(t *testing.T, v any) string {
 }
 
 func TestRefreshFunctionError(t *testing.T) {
-	_, cfg := newLambdaInvokeAPI(t, func(w http.ResponseWriter) {
+	e := newAWSEnv(t)
+	seedNames(t, e, "acme", "beta")
+	_, cfg := newLambdaInvokeAPI(t, e, func(w http.ResponseWriter) {
 		w.Header().Set("X-Amz-Function-Error", "Unhandled")
 		_, _ = io.WriteString(w, `{"errorMessage":"refresher: 1 of 2 tokens failed: acme","errorType":"errorString"}`)
 	})
-	c := newCLI(t, &cfg, map[string]string{"REFRESHER_FUNCTION": "fn"})
+	c := newCLI(t, &cfg, map[string]string{"REFRESHER_FUNCTION": "fn", "SECRET_PREFIX": e.prefix})
 	if code := c.run("refresh", "acme", "beta"); code != exitFail {
 		t.Errorf("exit: got %d, want %d", code, exitFail)
 	}
@@ -119,13 +143,70 @@ func TestRefreshFunctionError(t *testing.T) {
 }
 
 func TestRefreshInvokeFails(t *testing.T) {
-	_, cfg := newLambdaInvokeAPI(t, func(w http.ResponseWriter) {
+	e := newAWSEnv(t)
+	seedNames(t, e, "acme")
+	_, cfg := newLambdaInvokeAPI(t, e, func(w http.ResponseWriter) {
 		w.Header().Set("X-Amzn-ErrorType", "ResourceNotFoundException")
 		w.WriteHeader(http.StatusNotFound)
 		_, _ = io.WriteString(w, `{"Type":"User","message":"Function not found: fn"}`)
 	})
-	c := newCLI(t, &cfg, map[string]string{"REFRESHER_FUNCTION": "fn"})
-	if code := c.run("refresh", "acme"); code != exitFail || !strings.Contains(c.err.String(), "ResourceNotFoundException") {
-		t.Errorf("exit %d, stderr %q", code, c.err.String())
+	c := newCLI(t, &cfg, map[string]string{"REFRESHER_FUNCTION": "fn", "SECRET_PREFIX": e.prefix})
+	want := "function fn not found in region us-east-1: check --function / REFRESHER_FUNCTION and AWS_REGION"
+	if code := c.run("refresh", "acme"); code != exitFail || !strings.Contains(c.err.String(), want) || strings.Count(strings.TrimSpace(c.err.String()), "\n") != 0 {
+		t.Errorf("exit %d, stderr %q, want one line with %q", code, c.err.String(), want)
+	}
+}
+
+// Exit codes follow the report's worst outcome; unknown names are refused before any invoke.
+func TestRefreshExitCodes(t *testing.T) {
+	e := newAWSEnv(t)
+	seedNames(t, e, "a", "b")
+	var mu sync.Mutex
+	var outcomes []string
+	api, cfg := newLambdaInvokeAPI(t, e, func(w http.ResponseWriter) {
+		rep := invocation.Report{Summary: map[string]int{}}
+		mu.Lock()
+		defer mu.Unlock()
+		for i, o := range outcomes {
+			rep.Tokens = append(rep.Tokens, invocation.Row{Name: []string{"a", "b"}[i], Outcome: o, Error: "reason " + o})
+		}
+		_ = json.NewEncoder(w).Encode(rep)
+	})
+	tests := []struct {
+		outcomes []string
+		want     int
+	}{
+		{[]string{invocation.OutcomeRefreshed, invocation.OutcomeNotDue}, exitOK},
+		{[]string{invocation.OutcomeLeaseHeld, invocation.OutcomeQuotaExhausted}, exitOK},
+		{[]string{invocation.OutcomeThrottled, invocation.OutcomeInvalidConfig}, exitInvalid},
+		{[]string{invocation.OutcomeNeedsReauth, invocation.OutcomeInvalidConfig}, exitNeedsReauth},
+		{[]string{invocation.OutcomeNeedsReauth, invocation.OutcomeFailed}, exitFail},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.outcomes, "+"), func(t *testing.T) {
+			mu.Lock()
+			outcomes = tt.outcomes
+			mu.Unlock()
+			c := newCLI(t, &cfg, map[string]string{"REFRESHER_FUNCTION": "fn", "SECRET_PREFIX": e.prefix})
+			if code := c.run("refresh", "a", "b"); code != tt.want {
+				t.Errorf("exit: got %d, want %d\n%s", code, tt.want, c.out.String())
+			}
+			if !strings.Contains(c.out.String(), "reason "+tt.outcomes[1]) {
+				t.Errorf("report not printed:\n%s", c.out.String())
+			}
+		})
+	}
+
+	api.mu.Lock()
+	calls := api.calls
+	api.mu.Unlock()
+	c := newCLI(t, &cfg, map[string]string{"REFRESHER_FUNCTION": "fn", "SECRET_PREFIX": e.prefix})
+	if code := c.run("refresh", "a", "nosuch", "--force"); code != exitNotFound || !strings.Contains(c.err.String(), "unknown token(s) nosuch") {
+		t.Errorf("unknown name: exit %d, stderr %q; want %d", code, c.err.String(), exitNotFound)
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	if api.calls != calls {
+		t.Errorf("unknown name: the function was invoked")
 	}
 }

@@ -192,24 +192,24 @@ func (a *app) show(ctx context.Context, args []string) int {
 		return exitUsage
 	}
 	name := pos[0]
+	secret := a.privateName(name)
 	store, err := a.store(ctx)
 	if err != nil {
-		a.errorf("show", "%v", err)
+		a.errorf("show", "%s", a.explainAWS(err, a.secretResource(secret)))
 		return exitFail
 	}
-	secret := a.privateName(name)
 	cur, err := store.GetCurrent(ctx, secret)
 	if errors.Is(err, secretstore.ErrNotFound) {
 		a.errorf("show", "%s: no private secret %s", name, secret)
-		return exitFail
+		return exitNotFound
 	}
 	if err != nil {
-		a.errorf("show", "%s: %v", name, err)
+		a.errorf("show", "%s: %s", name, a.explainAWS(err, a.secretResource(secret)))
 		return exitFail
 	}
 	versions, err := store.Versions(ctx, secret)
 	if err != nil {
-		a.errorf("show", "%s: %v", name, err)
+		a.errorf("show", "%s: %s", name, a.explainAWS(err, a.secretResource(secret)))
 		return exitFail
 	}
 	out := showOutput{Name: name, Secret: secret, CurrentVersion: cur.ID}
@@ -237,7 +237,7 @@ func (a *app) show(ctx context.Context, args []string) int {
 		if errors.Is(err, ledger.ErrNotFound) {
 			fmt.Fprintf(a.stderr, "tokenctl show: %s: no token record yet (the refresher adopts the secret on its next run)\n", name)
 		} else if err != nil {
-			fmt.Fprintf(a.stderr, "tokenctl show: warning: token record: %v\n", err)
+			fmt.Fprintf(a.stderr, "tokenctl show: warning: token record: %s\n", a.explainAWS(err, a.tableResource()))
 		}
 	}
 	for _, v := range versions {
@@ -261,7 +261,7 @@ func (a *app) show(ctx context.Context, args []string) int {
 	}
 	if out.DocumentError != "" {
 		a.errorf("show", "%s: the current version is not a valid private document: %s", name, out.DocumentError)
-		return exitFail
+		return exitInvalid
 	}
 	return exitOK
 }

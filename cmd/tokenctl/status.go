@@ -3,14 +3,19 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
+	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
+	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
 // Lease states shown by status.
@@ -20,10 +25,15 @@ const (
 	leaseExpired = "expired" // a holder crashed or is late; the next run recovers it
 )
 
-// statusRow is one token in `tokenctl status`. It holds no secret: the ledger has none.
+// statusRow is one token in `tokenctl status --json`; the field names are a stable
+// interface (README "tokenctl status --json"). It holds no secret: the ledger has none,
+// and of the private document only settings are read.
 type statusRow struct {
-	Name                string        `json:"name"`
-	Adopted             bool          `json:"adopted"` // false: a private secret the refresher has not seen yet
+	Name    string `json:"name"`
+	Adopted bool   `json:"adopted"` // false: a private secret without a token record
+	// NotAdoptedReason says why a secret without a record will never be adopted as it is
+	// (invalid name, invalid document); empty when the next run adopts it.
+	NotAdoptedReason    string        `json:"not_adopted_reason,omitempty"`
 	Status              string        `json:"status,omitempty"`
 	StatusReason        string        `json:"status_reason,omitempty"`
 	Generation          int64         `json:"generation"`
@@ -31,12 +41,25 @@ type statusRow struct {
 	VersionID           string        `json:"version_id,omitempty"`
 	ExpiresAt           *time.Time    `json:"expires_at,omitempty"`
 	NextDueAt           *time.Time    `json:"next_due_at,omitempty"`
+	RefreshExpiresAt    *time.Time    `json:"refresh_expires_at,omitempty"`
+	WritesLast24h       int           `json:"writes_last_24h"`
+	MaxWritesPerDay     int           `json:"max_writes_per_day"`
+	WriteBudgetUsedPct  float64       `json:"write_budget_used_percent"`
+	Quota               *quotaToday   `json:"quota,omitempty"`
 	Lease               string        `json:"lease"`
 	LeaseHolder         string        `json:"lease_holder,omitempty"`
 	LeaseUntil          *time.Time    `json:"lease_until,omitempty"`
 	Inflight            *inflightView `json:"inflight,omitempty"`
 	ConsecutiveFailures int           `json:"consecutive_failures"`
 	LastError           string        `json:"last_error,omitempty"`
+}
+
+// quotaToday is a token's quota bucket for the current quota day.
+type quotaToday struct {
+	Key   string `json:"key"`
+	Day   string `json:"day"`
+	Used  int    `json:"used"`
+	Limit int    `json:"limit"`
 }
 
 type inflightView struct {
@@ -64,6 +87,9 @@ func newStatusRow(r ledger.Record, now time.Time) statusRow {
 		VersionID:           r.VersionID,
 		ExpiresAt:           timePtr(r.ExpiresAt),
 		NextDueAt:           timePtr(r.NextDueAt),
+		RefreshExpiresAt:    timePtr(r.RefreshExpiresAt),
+		WritesLast24h:       r.WritesSince(now.Add(-24 * time.Hour)),
+		MaxWritesPerDay:     defaultMaxWritesPerDay,
 		Lease:               leaseFree,
 		LeaseHolder:         r.LeaseHolder,
 		LeaseUntil:          timePtr(r.LeaseUntil),
@@ -79,10 +105,18 @@ func newStatusRow(r ledger.Record, now time.Time) statusRow {
 	if r.Inflight != nil {
 		row.Inflight = &inflightView{From: r.Inflight.From, To: r.Inflight.To, StartedAt: r.Inflight.StartedAt.UTC()}
 	}
+	row.setBudget()
 	return row
 }
 
-// status lists token records, plus private secrets the refresher has not adopted yet.
+func (r *statusRow) setBudget() {
+	if r.MaxWritesPerDay > 0 {
+		r.WriteBudgetUsedPct = float64(int(float64(r.WritesLast24h)*1000/float64(r.MaxWritesPerDay))) / 10
+	}
+}
+
+// status lists token records, plus private secrets the refresher has not adopted (yet),
+// with what only the private document knows: the write budget and today's quota.
 func (a *app) status(ctx context.Context, args []string) int {
 	fs := a.flagSet("status")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -90,38 +124,45 @@ func (a *app) status(ctx context.Context, args []string) int {
 	if !ok {
 		return code
 	}
+	if a.opts.table == "" {
+		a.errorf("status", "no state table: pass --table or set STATE_TABLE")
+		return exitUsage
+	}
 	led, err := a.ledger(ctx)
 	if err != nil {
-		a.errorf("status", "%v", err)
-		return exitUsage
+		a.errorf("status", "%s", a.explainAWS(err, a.tableResource()))
+		return exitFail
 	}
 	recs, err := led.List(ctx)
 	if err != nil {
-		a.errorf("status", "%v", err)
+		a.errorf("status", "%s", a.explainAWS(err, a.tableResource()))
 		return exitFail
 	}
 	now := a.now()
-	rows := map[string]statusRow{}
+	rows := map[string]*statusRow{}
 	for _, r := range recs {
-		rows[r.Name] = newStatusRow(r, now)
+		row := newStatusRow(r, now)
+		rows[r.Name] = &row
 	}
-	// Seeded but not adopted yet: reading the secret list may not be allowed; the
-	// records alone are still worth showing.
-	if store, err := a.store(ctx); err == nil {
-		prefix := a.privateName("")
-		secrets, err := store.List(ctx, prefix)
-		if err != nil {
-			fmt.Fprintf(a.stderr, "tokenctl status: warning: cannot list %s*: %v\n", prefix, err)
-		}
-		for _, s := range secrets {
-			name := strings.TrimPrefix(s, prefix)
-			if _, ok := rows[name]; !ok {
-				rows[name] = statusRow{Name: name, Lease: leaseFree}
-			}
+	// Reading the secrets may not be allowed; the records alone are still worth showing.
+	store, err := a.store(ctx)
+	if err != nil {
+		a.errorf("status", "%s", a.explainAWS(err, a.tableResource()))
+		return exitFail
+	}
+	prefix := a.privateName("")
+	secrets, err := store.List(ctx, prefix)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "tokenctl status: warning: cannot list %s*: %s\n", prefix, a.explainAWS(err, a.secretResource(prefix+"*")))
+	}
+	for _, s := range secrets {
+		name := strings.TrimPrefix(s, prefix)
+		if _, ok := rows[name]; !ok {
+			rows[name] = &statusRow{Name: name, Lease: leaseFree, MaxWritesPerDay: defaultMaxWritesPerDay}
 		}
 	}
 
-	var out []statusRow
+	var out []*statusRow
 	missing := 0
 	if len(names) > 0 {
 		for _, n := range names {
@@ -139,32 +180,123 @@ func (a *app) status(ctx context.Context, args []string) int {
 		}
 		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	}
+	a.addDocumentFacts(ctx, store, led, out, now)
 
 	if *asJSON {
-		if out == nil {
-			out = []statusRow{}
+		list := make([]statusRow, 0, len(out))
+		for _, r := range out {
+			list = append(list, *r)
 		}
 		enc := json.NewEncoder(a.stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
+		if err := enc.Encode(list); err != nil {
 			a.errorf("status", "%v", err)
 			return exitFail
 		}
 	} else {
-		writeStatusTable(a.stdout, out)
+		writeStatusTable(a.stdout, out, now)
 	}
+	code = exitOK
 	if missing > 0 {
-		return exitFail
+		code = exitNotFound
 	}
-	return exitOK
+	for _, r := range out {
+		switch {
+		case r.Status == ledger.StatusNeedsReauth:
+			code = worse(code, exitNeedsReauth)
+		case r.Status == ledger.StatusInvalidConfig || r.NotAdoptedReason != "":
+			code = worse(code, exitInvalid)
+		}
+	}
+	return code
 }
 
-func writeStatusTable(w interface{ Write([]byte) (int, error) }, rows []statusRow) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATUS\tGEN\tPUBLISHED\tEXPIRES_AT\tNEXT_DUE_AT\tLEASE\tINFLIGHT\tFAILURES\tLAST_ERROR\tREASON")
+// addDocumentFacts reads each token's private document (the committed version when there
+// is a record) for its write budget and quota, and says why an unadopted secret will not
+// be adopted. Secret values are parsed in memory and dropped.
+func (a *app) addDocumentFacts(ctx context.Context, store *secretstore.Store, led *ledger.Ledger, rows []*statusRow, now time.Time) {
+	buckets := map[string]ledger.Bucket{}
+	warned := false
 	for _, r := range rows {
-		status := r.Status
-		if !r.Adopted {
+		if !invocation.ValidName(r.Name) {
+			r.NotAdoptedReason = "not a valid token name (letters, digits and ._@+=/-): rename the secret"
+			continue
+		}
+		secret := a.privateName(r.Name)
+		var v secretstore.Version
+		var err error
+		if r.VersionID != "" {
+			v, err = store.GetVersion(ctx, secret, r.VersionID)
+		} else {
+			v, err = store.GetCurrent(ctx, secret)
+		}
+		if err != nil {
+			if !errors.Is(err, secretstore.ErrNotFound) && !warned {
+				warned = true
+				fmt.Fprintf(a.stderr, "tokenctl status: warning: cannot read private documents (quota and write budget not shown): %s\n", a.explainAWS(err, a.secretResource(secret)))
+			}
+			continue
+		}
+		raw := []byte(v.Value.Reveal())
+		p, err := token.ParsePrivate(raw)
+		if err == nil {
+			err = p.Validate()
+		}
+		if err != nil {
+			if !r.Adopted {
+				r.NotAdoptedReason = "invalid document: " + err.Error() + " (fix it with tokenctl seed)"
+			}
+			continue
+		}
+		r.MaxWritesPerDay = maxWritesPerDay(raw)
+		r.setBudget()
+		q, ok := p.Quota()
+		if !ok || !r.Adopted {
+			continue
+		}
+		day := ledger.Day(now, q.Location)
+		k := q.Key + "#" + day
+		b, seen := buckets[k]
+		if !seen {
+			if b, err = led.Quota(ctx, q.Key, day); err != nil {
+				fmt.Fprintf(a.stderr, "tokenctl status: warning: quota %s: %s\n", q.Key, a.explainAWS(err, a.tableResource()))
+				continue
+			}
+			buckets[k] = b
+		}
+		limit := b.Limit
+		if limit == 0 {
+			limit = q.Limit
+		}
+		r.Quota = &quotaToday{Key: q.Key, Day: day, Used: b.Used, Limit: limit}
+	}
+}
+
+// maxWritesPerDay reads policy.max_writes_per_day from a raw document (DESIGN §3).
+func maxWritesPerDay(raw []byte) int {
+	var doc struct {
+		Policy struct {
+			MaxWrites json.Number `json:"max_writes_per_day"`
+		} `json:"policy"`
+	}
+	if json.Unmarshal(raw, &doc) != nil {
+		return defaultMaxWritesPerDay
+	}
+	if n, err := doc.Policy.MaxWrites.Int64(); err == nil && n > 0 {
+		return int(n)
+	}
+	return defaultMaxWritesPerDay
+}
+
+func writeStatusTable(w io.Writer, rows []*statusRow, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATUS\tGEN\tEXPIRES_AT\tNEXT_DUE\tREFRESH_TOKEN_EXPIRES\tWRITES_24H\tQUOTA_TODAY\tLEASE\tFAILURES\tLAST_ERROR\tREASON")
+	for _, r := range rows {
+		status, reason := r.Status, r.StatusReason
+		switch {
+		case !r.Adopted && r.NotAdoptedReason != "":
+			status, reason = "(will not be adopted)", r.NotAdoptedReason
+		case !r.Adopted:
 			status = "(not adopted yet)"
 		}
 		lease := r.Lease
@@ -177,19 +309,49 @@ func writeStatusTable(w interface{ Write([]byte) (int, error) }, rows []statusRo
 				lease += " " + formatTime(*r.LeaseUntil)
 			}
 		}
-		inflight := "no"
 		if r.Inflight != nil {
-			inflight = "yes"
+			lease += ", inflight"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
-			r.Name, dash(status), gen(r, r.Generation), gen(r, r.PublishedGeneration),
-			formatTimePtr(r.ExpiresAt), formatTimePtr(r.NextDueAt), lease, inflight,
-			r.ConsecutiveFailures, dash(oneLine(r.LastError, 60)), dash(oneLine(r.StatusReason, 60)))
+		writes, quota := "-", "-"
+		if r.Adopted {
+			writes = fmt.Sprintf("%d/%d (%.0f%%)", r.WritesLast24h, r.MaxWritesPerDay, r.WriteBudgetUsedPct)
+		}
+		if r.Quota != nil {
+			quota = fmt.Sprintf("%d/%d %s", r.Quota.Used, r.Quota.Limit, r.Quota.Key)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
+			r.Name, dash(status), gen(r, r.Generation),
+			formatTimePtr(r.ExpiresAt), relTime(r.NextDueAt, now), formatTimePtr(r.RefreshExpiresAt), writes, quota, lease,
+			r.ConsecutiveFailures, dash(oneLine(r.LastError, 60)), dash(oneLine(reason, 80)))
 	}
 	_ = tw.Flush()
 }
 
-func gen(r statusRow, g int64) string {
+// relTime shows a time with how far it is from now, e.g. "2026-11-22T06:00:00Z (in 5h0m)".
+func relTime(t *time.Time, now time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	d := t.Sub(now).Round(time.Minute)
+	switch {
+	case d > 0:
+		return fmt.Sprintf("%s (in %s)", formatTime(*t), shortDuration(d))
+	case d < 0:
+		return fmt.Sprintf("%s (%s ago)", formatTime(*t), shortDuration(-d))
+	}
+	return formatTime(*t) + " (now)"
+}
+
+func shortDuration(d time.Duration) string {
+	s := d.String() // d is whole minutes: "5h0m0s", "30m0s"
+	s = strings.TrimSuffix(s, "0s")
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func gen(r *statusRow, g int64) string {
 	if !r.Adopted {
 		return "-"
 	}

@@ -30,7 +30,9 @@ type RotatingOptions struct {
 
 // Rotating simulates an OAuth 2.0 provider with single-use, rotating refresh
 // tokens (RFC 6749 §6 and the rotating-refresh-token seed): 15 min access
-// tokens, 30-day refresh tokens, one token family per business.
+// tokens, 30-day refresh tokens, one token family per business. Its /authorize
+// endpoint auto-approves an authorization-code request with PKCE (S256) and
+// the token endpoint redeems the code (AuthorizeURL).
 type Rotating struct {
 	server
 	oauthClient
@@ -42,6 +44,7 @@ type Rotating struct {
 	detect     bool
 	refresh    map[string]*rotRefresh
 	access     map[string]*rotAccess
+	codes      map[string]*rotCode
 	families   int
 }
 
@@ -74,6 +77,7 @@ func NewRotating(o RotatingOptions) *Rotating {
 		detect:      o.ReuseDetection,
 		refresh:     make(map[string]*rotRefresh),
 		access:      make(map[string]*rotAccess),
+		codes:       make(map[string]*rotCode),
 	}
 	if p.accessTTL <= 0 {
 		p.accessTTL = 15 * time.Minute
@@ -81,6 +85,7 @@ func NewRotating(o RotatingOptions) *Rotating {
 	if p.refreshTTL <= 0 {
 		p.refreshTTL = 30 * 24 * time.Hour
 	}
+	p.routes = map[string]http.HandlerFunc{AuthorizePath: p.authorize, MetadataPath: p.metadata}
 	p.start(OAuthPath, o.Now, p.handle, oauthErrorFor)
 	return p
 }
@@ -124,7 +129,7 @@ func (p *Rotating) Valid(accessToken string) bool {
 	return a != nil && !a.family.revoked && now.Before(a.expires)
 }
 
-// Families returns how many families Seed started.
+// Families returns how many families Seed and the authorization-code grant started.
 func (p *Rotating) Families() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -150,6 +155,8 @@ func (p *Rotating) handle(r *http.Request) response {
 	}
 	switch gt := form.Get("grant_type"); gt {
 	case "refresh_token":
+	case "authorization_code":
+		return p.exchange(form)
 	case "":
 		return (&oauthError{status: http.StatusBadRequest, code: "invalid_request", description: "Missing grant_type"}).response()
 	default:

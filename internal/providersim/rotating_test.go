@@ -302,7 +302,8 @@ func TestRotatingRequestErrors(t *testing.T) {
 		code        string
 	}{
 		{"unsupported grant", formType, "grant_type=client_credentials", "unsupported_grant_type"},
-		{"authorization_code grant", formType, "grant_type=authorization_code&code=x", "unsupported_grant_type"},
+		{"unknown authorization code", formType, "grant_type=authorization_code&code=x", "invalid_grant"},
+		{"authorization code missing", formType, "grant_type=authorization_code", "invalid_request"},
 		{"missing grant", formType, "refresh_token=x", "invalid_request"},
 		{"missing refresh_token", formType, "grant_type=refresh_token", "invalid_request"},
 		{"repeated parameter", formType, "grant_type=refresh_token&refresh_token=a&refresh_token=b", "invalid_request"},

@@ -46,6 +46,9 @@ type server struct {
 	// errorShape builds an error answer in the simulator's own shape, for
 	// injected failures and for wrong paths and methods.
 	errorShape func(status int) response
+	// routes are endpoints besides the token path (the rotating provider's
+	// /authorize); fault knobs apply to the token path only.
+	routes map[string]http.HandlerFunc
 
 	mu         sync.Mutex
 	latency    time.Duration
@@ -195,6 +198,10 @@ func (s *server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if latency > 0 && !s.wait(r.Context(), latency) {
 		s.abandon(w, r)
+		return
+	}
+	if h := s.routes[r.URL.Path]; h != nil {
+		h(w, r)
 		return
 	}
 	if r.URL.Path != s.path {
