@@ -1,5 +1,9 @@
 // Package deploy holds no code: its tests check the deployment files at the
-// repository root (template.yaml, samconfig.toml, events/) against the design's
-// §6 — least-privilege policies, the state table's settings, the schedule and
-// the alarms — so a template edit that weakens one of them fails `go test`.
+// repository root (template.yaml, samconfig.toml, events/) as written and as
+// deployed (after SAM's transform, through cfn-lint's loader): least-privilege
+// policies evaluated by a small IAM model, the private secrets' resource policy,
+// the KMS option, the state table against pkg/ledger (in moto), the schedules,
+// retries and failure queue, the alarms, the token-event rule (through moto's
+// EventBridge) and the dashboard — so a template edit that weakens one of them
+// fails `go test`.
 package deploy

@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"testing"
 
 	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 )
 
 // decodeStrict fails on fields the target type does not know, so a typo in a
@@ -59,5 +62,32 @@ func TestRefreshOneEvent(t *testing.T) {
 	}
 	if in.Force == nil || !*in.Force {
 		t.Errorf("force: got %v, want true", in.Force)
+	}
+}
+
+// The sweep sample is exactly what the template's sweep schedule sends.
+func TestSweepEvent(t *testing.T) {
+	var got, want invocation.Request
+	decodeStrict(t, "sweep.json", &got)
+	input := scalar(obj(t, loadTemplate(t), "Resources", "RefresherFunction", "Properties", "Events", "Sweep", "Properties")["Input"])
+	if err := json.Unmarshal([]byte(input), &want); err != nil {
+		t.Fatalf("template sweep Input %q: %v", input, err)
+	}
+	if !got.Sweep || got.Force || got.Tokens != nil || got.Ensure != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("events/sweep.json: got %+v, want the template's sweep input %+v", got, want)
+	}
+}
+
+// The ensure sample is the only input the ensure alias accepts: names, nothing else.
+func TestEnsureEvent(t *testing.T) {
+	var in invocation.Request
+	decodeStrict(t, "ensure.json", &in)
+	if len(in.Ensure) == 0 || in.Force || in.Sweep || in.Tokens != nil {
+		t.Errorf("events/ensure.json: got %+v, want only ensure names", in)
+	}
+	for _, n := range in.Ensure {
+		if !invocation.ValidName(n) {
+			t.Errorf("events/ensure.json: %q is not a valid token name", n)
+		}
 	}
 }

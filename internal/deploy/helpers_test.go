@@ -1,17 +1,12 @@
 package deploy
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -44,62 +39,12 @@ func missingTool(t *testing.T, format string, args ...any) {
 	t.Skipf("skipping: %s", msg)
 }
 
-// decodeScript turns a CloudFormation YAML file into JSON with cfn-lint's own
-// loader, which maps short-form tags (!Sub, !Ref, !GetAtt, !If …) to their
-// long-form objects ({"Fn::Sub": …}) exactly as CloudFormation reads them.
-// Exit 3 means cfn-lint is not installed, as opposed to a template it rejects.
-const decodeScript = `
-import json, sys
-try:
-    from cfnlint.decode import decode
-except ImportError as e:
-    print(e, file=sys.stderr)
-    sys.exit(3)
-template, matches = decode(sys.argv[1])
-if matches or template is None:
-    for m in matches:
-        print(m, file=sys.stderr)
-    sys.exit(2)
-json.dump(template, sys.stdout, default=str)
-`
-
-var (
-	templateOnce    sync.Once
-	templateDoc     map[string]any
-	templateErr     error
-	templateMissing string // why the decoder cannot run, when it cannot
-)
-
-// loadTemplate decodes template.yaml once per test binary (python3 start-up is slow).
+// loadTemplate returns template.yaml as CloudFormation reads it (short-form tags such as
+// !Sub mapped to their long forms), before the SAM transform; loadTransformed (cfn_test.go)
+// returns it after. One python3 run produces both (cfn-lint's start-up is slow).
 func loadTemplate(t *testing.T) map[string]any {
 	t.Helper()
-	path := filepath.Join(repoRoot(t), "template.yaml")
-	templateOnce.Do(func() {
-		if _, err := exec.LookPath("python3"); err != nil {
-			templateMissing = fmt.Sprintf("python3 not found (needed with cfn-lint to read the template): %v", err)
-			return
-		}
-		var stdout, stderr bytes.Buffer
-		cmd := exec.Command("python3", "-c", decodeScript, path)
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var ee *exec.ExitError
-		switch {
-		case errors.As(err, &ee) && ee.ExitCode() == 3:
-			templateMissing = "python3 cannot import cfnlint (pip install cfn-lint): " + string(bytes.TrimSpace(stderr.Bytes()))
-		case err != nil:
-			templateErr = fmt.Errorf("decode %s: %v: %s", path, err, bytes.TrimSpace(stderr.Bytes()))
-		default:
-			templateErr = json.Unmarshal(stdout.Bytes(), &templateDoc)
-		}
-	})
-	if templateMissing != "" {
-		missingTool(t, "%s", templateMissing)
-	}
-	if templateErr != nil {
-		t.Fatalf("load template: %v", templateErr)
-	}
-	return templateDoc
+	return loadTemplates(t).decoded
 }
 
 // obj walks nested maps by key and fails the test when a step is missing or not a map.

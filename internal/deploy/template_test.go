@@ -105,8 +105,12 @@ func TestFunction(t *testing.T) {
 	if got := obj(t, props, "LoggingConfig")["LogFormat"]; got != "JSON" {
 		t.Errorf("LoggingConfig.LogFormat: got %v, want JSON", got)
 	}
-	if _, ok := props["Role"]; ok {
-		t.Error("Role is set: SAM would ignore Policies, and the least-privilege statements tested here would not apply")
+	// Our own role: SAM's generated one carries AWSLambdaBasicExecutionRole (logs:* on *).
+	if got := render(props["Role"]); got != "GetAtt:RefresherRole.Arn" {
+		t.Errorf("Role: got %q, want !GetAtt RefresherRole.Arn", got)
+	}
+	if _, ok := props["Policies"]; ok {
+		t.Error("Policies is set: SAM ignores it when Role is set; put statements in RefresherPolicy")
 	}
 
 	// Each variable comes from the parameter (or table) the design names, and the
@@ -116,6 +120,7 @@ func TestFunction(t *testing.T) {
 		{"STATE_TABLE", "StateTable", ""},
 		{"SECRET_PREFIX", "SecretPrefix", "token-refresher/"},
 		{"SCHEDULE_INTERVAL", "ScheduleInterval", "12h"},
+		{"SWEEP_INTERVAL", "SweepInterval", "5m"},
 		{"CONCURRENCY", "Concurrency", "8"},
 	} {
 		if got := refOf(env[c.env]); got != c.ref {
@@ -128,8 +133,15 @@ func TestFunction(t *testing.T) {
 			}
 		}
 	}
-	if len(env) != 4 {
-		t.Errorf("environment: got %d variables, want 4 (%v)", len(env), env)
+	// Cross-team contract 2: the template publishes token events on the default bus.
+	if got := env["EVENT_BUS_NAME"]; got != "default" {
+		t.Errorf("env EVENT_BUS_NAME: got %v, want default", got)
+	}
+	if _, ok := env["KMS_KEY_ID"]; !ok {
+		t.Error("env KMS_KEY_ID missing (empty without a customer-managed key; TestKmsKeyOption checks values)")
+	}
+	if len(env) != 7 {
+		t.Errorf("environment: got %d variables, want 7 (%v)", len(env), env)
 	}
 }
 
@@ -151,23 +163,27 @@ func TestMakefileHasBuildTarget(t *testing.T) {
 	}
 }
 
-// scheduleEvent returns the function's only ScheduleV2 event's properties.
+// scheduleEvent returns the properties of the reconcile ScheduleV2 event ("Schedule"); the
+// function has exactly two events, both ScheduleV2: Schedule (reconcile) and Sweep.
 func scheduleEvent(t *testing.T, tmpl map[string]any) map[string]any {
 	t.Helper()
+	return namedSchedule(t, tmpl, "Schedule")
+}
+
+func namedSchedule(t *testing.T, tmpl map[string]any, name string) map[string]any {
+	t.Helper()
 	evs := obj(t, tmpl, "Resources", "RefresherFunction", "Properties", "Events")
-	var found []map[string]any
-	for name, e := range evs {
-		m := obj(t, e)
-		if m["Type"] != "ScheduleV2" {
-			t.Errorf("event %s: type %v; only ScheduleV2 (EventBridge Scheduler) is expected", name, m["Type"])
-			continue
+	var names []string
+	for n, e := range evs {
+		if m := obj(t, e); m["Type"] != "ScheduleV2" {
+			t.Errorf("event %s: type %v; only ScheduleV2 (EventBridge Scheduler) is expected", n, m["Type"])
 		}
-		found = append(found, obj(t, m, "Properties"))
+		names = append(names, n)
 	}
-	if len(found) != 1 {
-		t.Fatalf("ScheduleV2 events: got %d, want 1", len(found))
+	if sort.Strings(names); !slices.Equal(names, []string{"Schedule", "Sweep"}) {
+		t.Fatalf("events: got %v, want [Schedule Sweep]", names)
 	}
-	return found[0]
+	return obj(t, evs, name, "Properties")
 }
 
 func TestSchedule(t *testing.T) {
@@ -186,15 +202,12 @@ func TestSchedule(t *testing.T) {
 		t.Error("OmitName: want true, or SAM names the schedule RefresherFunctionSchedule and two stacks collide")
 	}
 
-	// Scheduler delivers to Lambda asynchronously: the schedule retries delivery, the
-	// function's EventInvokeConfig retries failed runs. A rerun is harmless; both bounded.
+	// Scheduler delivers to Lambda asynchronously: the schedule retries only delivery (Lambda
+	// never accepted the event, so no run is repeated); failed runs are not retried
+	// (TestNoRetriesMultiplyRotations).
 	retry := obj(t, ev, "RetryPolicy")
-	if n := scalar(retry["MaximumRetryAttempts"]); n != "1" && n != "2" {
-		t.Errorf("RetryPolicy.MaximumRetryAttempts: got %s, want 1 or 2", n)
-	}
-	inv := obj(t, tmpl, "Resources", "RefresherFunction", "Properties", "EventInvokeConfig")
-	if n := scalar(inv["MaximumRetryAttempts"]); n != "1" && n != "2" {
-		t.Errorf("EventInvokeConfig.MaximumRetryAttempts: got %s, want 1 or 2", n)
+	if n := scalar(retry["MaximumRetryAttempts"]); n != "0" && n != "1" && n != "2" {
+		t.Errorf("RetryPolicy.MaximumRetryAttempts: got %s, want 0 to 2", n)
 	}
 
 	// What Scheduler sends must read as an EventBridge scheduled event once its
@@ -279,9 +292,15 @@ func TestParameterPatterns(t *testing.T) {
 		{"ScheduleExpression",
 			[]string{"rate(12 hours)", "rate(1 hour)", "rate(30 minutes)", "rate(1 day)", "cron(0 0/12 * * ? *)"},
 			[]string{"rate(0 hours)", "rate(12 hrs)", "every 12h", "12h"}},
-		{"ScheduleInterval",
-			[]string{"12h", "6h", "90m", "1h30m"},
-			[]string{"", "12", "0h", "12 hours", "-1h", "1.5h"}},
+		{"SweepInterval",
+			[]string{"5m", "1m", "15m", "999m", "off"},
+			[]string{"", "0m", "5", "5 minutes", "1h", "1000m", "OFF", "-5m"}},
+		{"AdminRoleArn",
+			[]string{"", "arn:aws:iam::123456789012:role/TokenAdmin", "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/*/AWSReservedSSO_Admin_*"},
+			[]string{"TokenAdmin", "arn:aws:iam::123456789012:user/bob", "arn:aws:iam::12345:role/x", "arn:aws:iam::123456789012:role/"}},
+		{"KmsKeyArn",
+			[]string{"", "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
+			[]string{"alias/aws/secretsmanager", "arn:aws:kms:us-east-1:123456789012:alias/x", "1234abcd-12ab"}},
 		{"AlarmEmail",
 			[]string{"", "ops@example.com"},
 			[]string{"ops", "ops@", "a@b", "ops@example.com bob@example.com"}},
@@ -302,7 +321,7 @@ func TestParameterPatterns(t *testing.T) {
 				if !re.MatchString(v) {
 					t.Errorf("%q rejected by %q, want accepted", v, pattern)
 				}
-				if c.param == "ScheduleInterval" {
+				if c.param == "SweepInterval" && v != "off" {
 					if _, err := time.ParseDuration(v); err != nil {
 						t.Errorf("%q accepted but the function cannot parse it: %v", v, err)
 					}
@@ -315,8 +334,26 @@ func TestParameterPatterns(t *testing.T) {
 			}
 		})
 	}
-	if got := scalar(obj(t, tmpl, "Parameters", "CreateConsumerInvokePolicy")["Default"]); got != "false" {
-		t.Errorf("CreateConsumerInvokePolicy default: got %q, want false (opt-in)", got)
+	// ScheduleInterval is a fixed list (the heartbeat alarm maps it to seconds): every value
+	// is a Go duration the function parses and has a row in the Interval mapping.
+	p := obj(t, tmpl, "Parameters", "ScheduleInterval")
+	values := strs(p["AllowedValues"])
+	if !slices.Contains(values, scalar(p["Default"])) {
+		t.Errorf("ScheduleInterval default %v not in AllowedValues %v", p["Default"], values)
+	}
+	for _, v := range values {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Errorf("ScheduleInterval %q: the function cannot parse it: %v", v, err)
+			continue
+		}
+		row, _ := obj(t, tmpl, "Mappings", "Interval")[v].(map[string]any)
+		if got := scalar(row["Seconds"]); got != strconv.Itoa(int(d.Seconds())) {
+			t.Errorf("Mappings.Interval.%s.Seconds: got %q, want %d", v, got, int(d.Seconds()))
+		}
+	}
+	if got := scalar(obj(t, tmpl, "Parameters", "CreateKmsKey")["Default"]); got != "false" {
+		t.Errorf("CreateKmsKey default: got %q, want false (opt-in)", got)
 	}
 }
 
@@ -337,13 +374,7 @@ func TestStateTable(t *testing.T) {
 	if k := obj(t, keys[0]); k["AttributeName"] != "pk" || k["KeyType"] != "HASH" {
 		t.Errorf("KeySchema: got %v, want pk HASH", k)
 	}
-	attrs, _ := props["AttributeDefinitions"].([]any)
-	if len(attrs) != 1 {
-		t.Fatalf("AttributeDefinitions: got %v, want only pk", props["AttributeDefinitions"])
-	}
-	if a := obj(t, attrs[0]); a["AttributeName"] != "pk" || a["AttributeType"] != "S" {
-		t.Errorf("AttributeDefinitions: got %v, want pk S", a)
-	}
+	// Attribute definitions and the due index: TestStateTableMatchesLedger.
 	if got := props["BillingMode"]; got != "PAY_PER_REQUEST" {
 		t.Errorf("BillingMode: got %v, want PAY_PER_REQUEST", got)
 	}
@@ -361,99 +392,11 @@ func TestStateTable(t *testing.T) {
 	}
 }
 
-// refresherStatements flattens the function's inline Policies; anything else
-// (a managed policy name, a SAM policy template) would escape these checks.
-func refresherStatements(t *testing.T, tmpl map[string]any) []statement {
-	t.Helper()
-	pols, ok := obj(t, tmpl, "Resources", "RefresherFunction", "Properties")["Policies"].([]any)
-	if !ok || len(pols) == 0 {
-		t.Fatal("RefresherFunction Policies: want a list of inline policy documents")
-	}
-	var out []statement
-	for i, p := range pols {
-		m, ok := p.(map[string]any)
-		if !ok || len(m) != 1 || m["Statement"] == nil {
-			t.Fatalf("Policies[%d]: got %v, want only an inline {Statement: …} document", i, p)
-		}
-		out = append(out, statements(t, m)...)
-	}
-	return out
-}
-
-func TestRefresherPolicyIsLeastPrivilege(t *testing.T) {
-	t.Parallel()
-	tmpl := loadTemplate(t)
-	forbidden := regexp.MustCompile(`^[a-z0-9-]+:(Delete.*|RotateSecret|CancelRotateSecret|PutResourcePolicy|RestoreSecret|RemoveRegionsFromReplication|ReplicateSecretToRegions|StopReplicationToReplica|UntagResource|UpdateSecret|BatchWriteItem|Query|GetRecords|.*\*.*)$`)
-
-	byResource := map[string][]string{} // resource kind → actions
-	for _, s := range refresherStatements(t, tmpl) {
-		name := s.Sid
-		if s.Effect != "Allow" {
-			t.Errorf("statement %s: Effect %q, want Allow (deny-by-default is enough)", name, s.Effect)
-		}
-		for _, k := range []string{"NotAction", "NotResource", "NotPrincipal"} {
-			if _, ok := s.Raw[k]; ok {
-				t.Errorf("statement %s uses %s, which grants everything it does not list", name, k)
-			}
-		}
-		for _, a := range s.Actions {
-			if forbidden.MatchString(a) {
-				t.Errorf("statement %s grants %s", name, a)
-			}
-		}
-		for _, r := range s.Resources {
-			kind := ""
-			switch r {
-			case secretARN("private"):
-				kind = "private"
-			case secretARN("access"):
-				kind = "access"
-			case "GetAtt:StateTable.Arn":
-				kind = "table"
-			case "*":
-				kind = "*"
-			default:
-				t.Errorf("statement %s: unexpected resource %q", name, r)
-				continue
-			}
-			for _, a := range s.Actions {
-				service, _, _ := strings.Cut(a, ":")
-				if (kind == "table") != (service == "dynamodb") {
-					t.Errorf("statement %s: %s on %s resource", name, a, kind)
-				}
-				if a == "secretsmanager:TagResource" && s.Condition == nil {
-					t.Errorf("statement %s: TagResource without a condition", name)
-				}
-			}
-			byResource[kind] = append(byResource[kind], s.Actions...)
-		}
-	}
-
-	want := map[string][]string{
-		"private": {"secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue", "secretsmanager:ListSecretVersionIds",
-			"secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"},
-		"access": {"secretsmanager:CreateSecret", "secretsmanager:DescribeSecret", "secretsmanager:PutSecretValue",
-			"secretsmanager:TagResource"},
-		"*":     {"secretsmanager:ListSecrets"},
-		"table": {"dynamodb:ConditionCheckItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"},
-	}
-	for kind, w := range want {
-		got := slices.Compact(slices.Sorted(slices.Values(byResource[kind])))
-		if !slices.Equal(got, w) {
-			t.Errorf("actions on %s: got %v, want %v", kind, got, w)
-		}
-	}
-	for kind := range byResource {
-		if _, ok := want[kind]; !ok {
-			t.Errorf("unexpected resource kind %s", kind)
-		}
-	}
-}
-
 func TestConsumerPolicies(t *testing.T) {
 	t.Parallel()
 	tmpl := loadTemplate(t)
 
+	// Read: GetSecretValue on access/* (plus kms:Decrypt under the key option, TestKmsKeyOption).
 	read := resource(t, tmpl, "ConsumerReadPolicy", "AWS::IAM::ManagedPolicy")
 	if c, ok := read["Condition"]; ok {
 		t.Errorf("ConsumerReadPolicy is conditional (%v); consumers always need it", c)
@@ -462,46 +405,31 @@ func TestConsumerPolicies(t *testing.T) {
 	if len(readStmts) == 0 {
 		t.Fatal("ConsumerReadPolicy has no statements")
 	}
-	for _, s := range readStmts {
-		if s.Effect != "Allow" || !slices.Equal(s.Actions, []string{"secretsmanager:GetSecretValue"}) {
-			t.Errorf("ConsumerReadPolicy %s: got %s %v, want Allow [secretsmanager:GetSecretValue]", s.Sid, s.Effect, s.Actions)
-		}
-		if !slices.Equal(s.Resources, []string{secretARN("access")}) {
-			t.Errorf("ConsumerReadPolicy %s resources: got %v, want [%s]", s.Sid, s.Resources, secretARN("access"))
-		}
+	if s := readStmts[0]; s.Effect != "Allow" || !slices.Equal(s.Actions, []string{"secretsmanager:GetSecretValue"}) ||
+		!slices.Equal(s.Resources, []string{secretARN("access")}) {
+		t.Errorf("ConsumerReadPolicy %s: got %s %v on %v, want Allow [secretsmanager:GetSecretValue] on [%s]",
+			s.Sid, s.Effect, s.Actions, s.Resources, secretARN("access"))
 	}
 
-	invoke := resource(t, tmpl, "ConsumerInvokePolicy", "AWS::IAM::ManagedPolicy")
-	cond, _ := invoke["Condition"].(string)
-	if cond == "" {
-		t.Fatal("ConsumerInvokePolicy must be conditional (opt-in)")
-	}
-	eq, _ := obj(t, tmpl, "Conditions")[cond].(map[string]any)
-	args, _ := eq["Fn::Equals"].([]any)
-	if len(args) != 2 || refOf(args[0]) != "CreateConsumerInvokePolicy" || args[1] != "true" {
-		t.Errorf("condition %s: got %v, want Equals [Ref CreateConsumerInvokePolicy, \"true\"]", cond, eq)
-	}
-	invokeStmts := statements(t, obj(t, invoke, "Properties", "PolicyDocument"))
-	for _, s := range invokeStmts {
-		if !slices.Equal(s.Actions, []string{"lambda:InvokeFunction"}) || !slices.Equal(s.Resources, []string{"GetAtt:RefresherFunction.Arn"}) {
-			t.Errorf("ConsumerInvokePolicy %s: got %v on %v, want lambda:InvokeFunction on the refresher only", s.Sid, s.Actions, s.Resources)
-		}
-	}
-
-	// Neither consumer policy may reach private state or everything.
-	for name, stmts := range map[string][]statement{"ConsumerReadPolicy": readStmts, "ConsumerInvokePolicy": invokeStmts} {
-		for _, s := range stmts {
+	// Ensure and operator invoke policies: always created (they grant nothing until attached).
+	for _, c := range []struct{ id, resource string }{
+		{"ConsumerEnsurePolicy", "Ref:EnsureAlias"},
+		{"OperatorInvokePolicy", "GetAtt:RefresherFunction.Arn"},
+	} {
+		p := resource(t, tmpl, c.id, "AWS::IAM::ManagedPolicy")
+		for _, s := range statements(t, obj(t, p, "Properties", "PolicyDocument")) {
+			if s.Effect != "Allow" || !slices.Equal(s.Actions, []string{"lambda:InvokeFunction"}) || !slices.Equal(s.Resources, []string{c.resource}) {
+				t.Errorf("%s %s: got %s %v on %v, want Allow lambda:InvokeFunction on %s only", c.id, s.Sid, s.Effect, s.Actions, s.Resources, c.resource)
+			}
 			for _, k := range []string{"NotAction", "NotResource"} {
 				if _, ok := s.Raw[k]; ok {
-					t.Errorf("%s uses %s", name, k)
-				}
-			}
-			for _, r := range s.Resources {
-				if r == "*" || strings.Contains(r, "private") || strings.HasSuffix(r, ":*") {
-					t.Errorf("%s grants on %q", name, r)
+					t.Errorf("%s uses %s", c.id, k)
 				}
 			}
 		}
+	}
+	if _, ok := obj(t, tmpl, "Resources")["ConsumerInvokePolicy"]; ok {
+		t.Error("ConsumerInvokePolicy exists: a consumer invoke policy on the function itself could force")
 	}
 }
 
@@ -513,97 +441,13 @@ func TestIAMResourcesUnnamed(t *testing.T) {
 		m := obj(t, r)
 		props, _ := m["Properties"].(map[string]any)
 		for _, k := range []string{"RoleName", "ManagedPolicyName", "UserName", "GroupName"} {
+			if k == "RoleName" && m["Type"] == "AWS::IAM::RolePolicy" {
+				continue // names the role it attaches to, not a new one
+			}
 			if _, ok := props[k]; ok && strings.HasPrefix(scalar(m["Type"]), "AWS::IAM::") {
 				t.Errorf("%s sets %s; samconfig would need CAPABILITY_NAMED_IAM", id, k)
 			}
 		}
-	}
-}
-
-func TestAlarms(t *testing.T) {
-	t.Parallel()
-	tmpl := loadTemplate(t)
-	resource(t, tmpl, "AlarmTopic", "AWS::SNS::Topic")
-
-	type want struct {
-		namespace, metric string
-		dims              map[string]string // dimension name → !Ref target
-		period            string            // "" = any
-		missingData       string            // "" = any
-	}
-	wants := []want{
-		{"AWS/Lambda", "Errors", map[string]string{"FunctionName": "RefresherFunction"}, "", ""},
-		{"TokenRefresher", "NeedsReauth", nil, "3600", "notBreaching"},
-	}
-	alarms := map[string]map[string]any{}
-	for _, id := range resourcesOfType(t, tmpl, "AWS::CloudWatch::Alarm") {
-		p := obj(t, tmpl, "Resources", id, "Properties")
-		alarms[scalar(p["Namespace"])+"/"+scalar(p["MetricName"])] = p
-	}
-	// Optional alarms on the engine's other EMF outcomes share NeedsReauth's shape.
-	for _, m := range []string{"Throttled", "QuotaExhausted"} {
-		if _, ok := alarms["TokenRefresher/"+m]; ok {
-			wants = append(wants, want{"TokenRefresher", m, nil, "3600", "notBreaching"})
-		}
-	}
-	for _, w := range wants {
-		t.Run(w.metric, func(t *testing.T) {
-			p, ok := alarms[w.namespace+"/"+w.metric]
-			if !ok {
-				t.Fatalf("no alarm on %s %s", w.namespace, w.metric)
-			}
-			for k, v := range map[string]string{
-				"Statistic": "Sum", "Threshold": "1", "EvaluationPeriods": "1",
-				"ComparisonOperator": "GreaterThanOrEqualToThreshold",
-			} {
-				if got := scalar(p[k]); got != v {
-					t.Errorf("%s: got %q, want %q", k, got, v)
-				}
-			}
-			if w.period != "" && scalar(p["Period"]) != w.period {
-				t.Errorf("Period: got %v, want %s", p["Period"], w.period)
-			}
-			if w.missingData != "" && p["TreatMissingData"] != w.missingData {
-				t.Errorf("TreatMissingData: got %v, want %s", p["TreatMissingData"], w.missingData)
-			}
-			dims, _ := p["Dimensions"].([]any)
-			got := map[string]string{}
-			for _, d := range dims {
-				dm := obj(t, d)
-				got[scalar(dm["Name"])] = refOf(dm["Value"])
-			}
-			if len(got) != len(w.dims) {
-				t.Errorf("Dimensions: got %v, want %v", got, w.dims)
-			}
-			for k, v := range w.dims {
-				if got[k] != v {
-					t.Errorf("dimension %s: got !Ref %q, want !Ref %s", k, got[k], v)
-				}
-			}
-			if actions := list(p["AlarmActions"]); !slices.Contains(actions, "Ref:AlarmTopic") {
-				t.Errorf("AlarmActions: got %v, want the AlarmTopic", actions)
-			}
-		})
-	}
-
-	// The e-mail subscription exists only when an address is given.
-	subs := resourcesOfType(t, tmpl, "AWS::SNS::Subscription")
-	if len(subs) != 1 {
-		t.Fatalf("SNS subscriptions: got %v, want one", subs)
-	}
-	sub := obj(t, tmpl, "Resources", subs[0])
-	cond, _ := sub["Condition"].(string)
-	not, _ := obj(t, tmpl, "Conditions")[cond].(map[string]any)
-	inner, _ := not["Fn::Not"].([]any)
-	var args []any
-	if len(inner) == 1 {
-		args, _ = obj(t, inner[0])["Fn::Equals"].([]any)
-	}
-	if len(args) != 2 || refOf(args[0]) != "AlarmEmail" || args[1] != "" {
-		t.Errorf("subscription condition %q: got %v, want Not [Equals [Ref AlarmEmail, \"\"]]", cond, not)
-	}
-	if got := paramDefault(t, tmpl, "AlarmEmail"); got != "" {
-		t.Errorf("AlarmEmail default: got %q, want empty", got)
 	}
 }
 
@@ -638,9 +482,13 @@ func TestOutputs(t *testing.T) {
 		"RefresherFunctionArn":    "GetAtt:RefresherFunction.Arn",
 		"StateTableName":          "Ref:StateTable",
 		"ConsumerReadPolicyArn":   "Ref:ConsumerReadPolicy",
-		"ConsumerInvokePolicyArn": "Ref:ConsumerInvokePolicy",
+		"ConsumerEnsurePolicyArn": "Ref:ConsumerEnsurePolicy",
+		"OperatorInvokePolicyArn": "Ref:OperatorInvokePolicy",
+		"EnsureFunctionArn":       "Ref:EnsureAlias",
+		"RefresherRoleArn":        "GetAtt:RefresherRole.Arn",
 		"AccessSecretPrefix":      "${SecretPrefix}access/",
 		"AlarmTopicArn":           "Ref:AlarmTopic",
+		"AsyncFailureQueueUrl":    "Ref:AsyncFailureQueue",
 	}
 	names := make([]string, 0, len(want))
 	for n := range want {
@@ -660,8 +508,11 @@ func TestOutputs(t *testing.T) {
 			t.Errorf("output %s export: got %q, want ${AWS::StackName}-%s", name, got, name)
 		}
 	}
-	invCond := obj(t, tmpl, "Resources", "ConsumerInvokePolicy")["Condition"]
-	if got := obj(t, outs, "ConsumerInvokePolicyArn")["Condition"]; got != invCond {
-		t.Errorf("ConsumerInvokePolicyArn Condition: got %v, want %v (same as the policy)", got, invCond)
+	// The key output exists exactly when the key is used (TestKmsKeyOption checks values).
+	if got := obj(t, outs, "SecretsKeyArn")["Condition"]; got != "UseKms" {
+		t.Errorf("SecretsKeyArn Condition: got %v, want UseKms", got)
+	}
+	if _, ok := outs["PrivateSecretResourcePolicy"]; !ok {
+		t.Error("output PrivateSecretResourcePolicy missing")
 	}
 }
