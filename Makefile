@@ -10,6 +10,15 @@ GO       ?= go
 PYTHON   ?= python3
 PIP      ?= $(PYTHON) -m pip install
 FUZZTIME ?= 30s
+# The event `make invoke` posts.
+EVENT    ?= events/scheduled.json
+# Extra flags for `make local`, e.g. LOCAL_ARGS='-addr 127.0.0.1:9001 -seed=false'.
+LOCAL_ARGS ?=
+
+# AWS's Lambda Runtime Interface Emulator, pinned (not in go.mod); internal/rie pins the
+# same version and its test checks that the two agree.
+RIE_MODULE  = github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie
+RIE_VERSION = v0.0.0-20261030222936-bef5c4ba774d
 
 # The Lambda binary: provided.al2023 on Graviton, no RPC shim, reproducible.
 LAMBDA_BUILD = GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags="-s -w"
@@ -23,11 +32,12 @@ CFN_LINT ?= $(shell \
 	elif $(PYTHON) -c 'import cfnlint.runner' >/dev/null 2>&1; then echo "$(PYTHON) -c 'import sys; from cfnlint.runner import main; sys.exit(main())'"; \
 	fi)
 
-.PHONY: help deps build build-RefresherFunction lint test test-race fuzz soak bench demo invoke deploy clean
+.PHONY: help deps tools build build-RefresherFunction lint test test-race fuzz soak bench demo local invoke sam-invoke deploy clean
 
 help:
 	@echo "token-refresher make targets:"
-	@echo "  deps       go mod download; install moto[server] and cfn-lint with pip if missing"
+	@echo "  deps       go mod download; install moto[server] and cfn-lint with pip if missing (npm ci for consumers/node if npm is present)"
+	@echo "  tools      build/tools/aws-lambda-rie at the pinned version (make local/invoke/demo do this themselves)"
 	@echo "  build      build/bootstrap for provided.al2023 arm64"
 	@echo "  build-RefresherFunction  the same into \$$ARTIFACTS_DIR (used by sam build)"
 	@echo "  lint       gofmt, go vet, cfn-lint template.yaml"
@@ -35,9 +45,11 @@ help:
 	@echo "  test-race  as test, with the race detector"
 	@echo "  fuzz       run every Fuzz target under pkg/ and internal/ for FUZZTIME (now $(FUZZTIME)) each"
 	@echo "  soak       long reliability run (TR_SOAK=1, internal/reliability)"
-	@echo "  bench      benchmarks in pkg/"
-	@echo "  demo       run the real bootstrap against moto and provider simulators"
-	@echo "  invoke     sam local invoke (needs the SAM CLI and Docker)"
+	@echo "  bench      benchmarks in pkg/ and the bootstrap's init cost (internal/initcost)"
+	@echo "  demo       the real bootstrap under aws-lambda-rie against moto and the provider simulators"
+	@echo "  local      moto + simulators + the function under aws-lambda-rie until Ctrl-C; prints export lines for tokenctl"
+	@echo "  invoke     post EVENT (now $(EVENT)) to the function under aws-lambda-rie, print the answer (no Docker needed)"
+	@echo "  sam-invoke sam build && sam local invoke (needs the SAM CLI and Docker)"
 	@echo "  deploy     sam build && sam deploy (samconfig.toml)"
 	@echo "  clean      remove build/ and .aws-sam/"
 
@@ -53,6 +65,18 @@ deps:
 	else \
 		echo "$(PIP) cfn-lint"; $(PIP) cfn-lint; \
 	fi
+	@# npm ci reinstalls from scratch, so only when node_modules is missing or older than the lock file.
+	@if [ -f consumers/node/package-lock.json ] && command -v npm >/dev/null 2>&1; then \
+		if [ ! -f consumers/node/node_modules/.package-lock.json ] || \
+		   [ consumers/node/package-lock.json -nt consumers/node/node_modules/.package-lock.json ]; then \
+			echo "npm ci (consumers/node)"; (cd consumers/node && npm ci --no-audit --no-fund) || exit 1; \
+		else \
+			echo "consumers/node: node_modules up to date"; \
+		fi; \
+	fi
+
+tools:
+	GOBIN=$(CURDIR)/build/tools $(GO) install $(RIE_MODULE)@$(RIE_VERSION)
 
 build:
 	$(LAMBDA_BUILD) -o build/bootstrap ./functions/refresher
@@ -99,17 +123,32 @@ soak:
 	TR_SOAK=1 $(GO) test -count=1 -timeout 80m -v ./internal/reliability/...
 
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./pkg/...
+	$(GO) test -run='^$$' -bench=. -benchmem ./pkg/... ./internal/initcost/
 
-demo: deps
-	$(GO) run ./internal/cmd/demo
+# The local programs are built into build/bin (not `go run`, whose temporary build
+# directory outlives an interrupted run); each builds the bootstrap and the pinned
+# aws-lambda-rie itself and says so.
+build/bin/%: FORCE
+	@echo "▶ go build -o $@ ./internal/cmd/$* (with an empty Go cache this first downloads the modules and compiles the AWS SDK: minutes on 2 cores)"
+	@$(GO) build -o $@ ./internal/cmd/$*
 
-invoke:
+demo: deps build/bin/demo
+	./build/bin/demo
+
+local: deps build/bin/local
+	./build/bin/local $(LOCAL_ARGS)
+
+invoke: deps build/bin/local
+	./build/bin/local -invoke $(EVENT)
+
+sam-invoke:
 	@if command -v sam >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
-		sam build && sam local invoke RefresherFunction -e events/scheduled.json; \
+		sam build && sam local invoke RefresherFunction -e $(EVENT); \
 	else \
-		echo "sam local invoke needs the SAM CLI and a Docker daemon; 'make demo' runs the real bootstrap through the local Lambda runtime emulator instead"; \
+		echo "sam local invoke needs the SAM CLI and a Docker daemon; 'make invoke' runs the same bootstrap under the same emulator (aws-lambda-rie) without Docker" >&2; exit 1; \
 	fi
+
+FORCE:
 
 deploy:
 	sam build

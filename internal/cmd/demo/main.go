@@ -1,188 +1,240 @@
 // Command demo runs the main job on this machine: moto for AWS, the three seed-provider
-// simulators, and the real bootstrap driven through the Lambda Runtime API emulator with
-// events/scheduled.json — twice, to show refreshed and then not_due. It stops everything it
-// started.
+// simulators, and the real bootstrap under AWS's Lambda Runtime Interface Emulator (the
+// emulator `sam local invoke` uses), with default policies. It invokes the function with
+// events/scheduled.json twice (refreshed, then not_due), then asks for the 15-minute token
+// the way a consumer does ({"ensure":["acme-business"]}). It stops everything it started.
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
-	"github.com/seed-502fa48b/token-refresher/internal/awsemu"
 	"github.com/seed-502fa48b/token-refresher/internal/bootstrapbin"
-	"github.com/seed-502fa48b/token-refresher/internal/lambdaemu"
-	"github.com/seed-502fa48b/token-refresher/internal/providersim"
-	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
-	"github.com/seed-502fa48b/token-refresher/pkg/refresher"
-	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
-	"github.com/seed-502fa48b/token-refresher/pkg/token"
+	"github.com/seed-502fa48b/token-refresher/internal/localrun"
+	"github.com/seed-502fa48b/token-refresher/internal/rie"
+	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 )
 
-const (
-	prefix = "token-refresher/"
-	table  = "token-refresher-state"
-)
+// runDeadline bounds the demo itself, after the builds (which have none: a first build on
+// an empty cache takes minutes and is not the demo's fault).
+const runDeadline = 2 * time.Minute
+
+var errDeadline = fmt.Errorf("demo: timed out: the demo did not finish within %s after the build", runDeadline)
 
 func main() {
-	if err := run(context.Background(), os.Stdout); err != nil {
-		slog.Error("demo failed", "error", err.Error())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "demo failed: %v\n", err)
 		os.Exit(1)
 	}
 }
 
 func run(ctx context.Context, out io.Writer) error {
 	started := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	root, err := bootstrapbin.ModuleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	boot, emu, err := localrun.Build(ctx, out)
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithTimeoutCause(ctx, runDeadline, errDeadline)
 	defer cancel()
+	err = demo(ctx, out, root, localrun.Options{Bootstrap: boot, RIE: emu}, time.Since(started))
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, errDeadline) {
+		return fmt.Errorf("%w (last error: %v)", cause, err)
+	}
+	return err
+}
 
-	fmt.Fprintln(out, "▶ starting moto (AWS Secrets Manager + DynamoDB stand-in)…")
-	srv, err := awsemu.Start(ctx)
-	if err != nil {
+func demo(ctx context.Context, out io.Writer, root string, o localrun.Options, buildTime time.Duration) error {
+	started := time.Now()
+	logDir := filepath.Join(root, "build", "demo")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return err
 	}
-	defer srv.Close()
-	cfg, err := awsemu.AWSConfig(ctx, srv.URL)
-	if err != nil {
-		return err
-	}
-	store := secretstore.New(secretsmanager.NewFromConfig(cfg))
-	ddb := dynamodb.NewFromConfig(cfg)
-	if err := ledger.CreateTable(ctx, ddb, table); err != nil {
-		return err
-	}
-
-	fmt.Fprintln(out, "▶ starting the seed-provider simulators (Sahamati, vault.ist, rotating OAuth)…")
-	sahSecret := "demo-entity-secret"
-	sah := providersim.NewSahamati(providersim.SahamatiOptions{EntityID: "FIU-DEMO", Secret: sahSecret})
-	defer sah.Close()
-	vault := providersim.NewVault(providersim.VaultOptions{})
-	defer vault.Close()
-	rot := providersim.NewRotating(providersim.RotatingOptions{ClientID: "demo-app", ClientSecret: "demo-client-secret", ReuseGrace: time.Minute})
-	defer rot.Close()
-
-	docs := map[string]map[string]any{
-		"sahamati-prod": {
-			"provider": map[string]any{"grant": "sahamati_entity", "token_url": sah.URL(), "entity_id": "FIU-DEMO", "entity_secret": sahSecret,
-				"credentials_expire_at": time.Now().Add(60 * 24 * time.Hour).UTC().Format(time.RFC3339)},
-		},
-		"vault-ist": {
-			"provider":      map[string]any{"grant": "refresh_token", "body": "json", "token_url": vault.URL(), "client_auth": "none"},
-			"refresh_token": vault.Seed(),
-		},
-		"acme-business": {
-			"provider": map[string]any{"grant": "refresh_token", "body": "form", "token_url": rot.URL(), "client_id": "demo-app",
-				"client_secret": "demo-client-secret", "client_auth": "basic", "reuse_grace": "60s"},
-			"policy":        map[string]any{"refresh_margin": "5m"},
-			"refresh_token": rot.Seed("offline_access fund.read target:b/acme"),
-		},
-	}
-	for name, doc := range docs {
-		raw, _ := json.Marshal(doc)
-		if _, err := store.Create(ctx, prefix+"private/"+name, token.Secret(raw)); err != nil {
-			return err
-		}
-	}
-	fmt.Fprintf(out, "  created table %s and 3 private secrets under %sprivate/\n", table, prefix)
-
-	fmt.Fprintln(out, "▶ building the real bootstrap…")
-	bin, err := bootstrapbin.Path(ctx)
-	if err != nil {
-		return err
-	}
-	logDir, err := os.MkdirTemp("", "tr-demo-")
-	if err != nil {
-		return err
-	}
-	logPath := filepath.Join(logDir, "bootstrap.log")
+	logPath := filepath.Join(logDir, "function.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return err
 	}
 	defer logFile.Close()
-	emu, err := lambdaemu.Start(ctx, lambdaemu.Options{
-		Binary:  bin,
-		Env:     append(srv.Env(), "STATE_TABLE="+table, "SECRET_PREFIX="+prefix, "SCHEDULE_INTERVAL=12h"),
-		Timeout: 60 * time.Second,
-		Stdout:  logFile,
-		Stderr:  logFile,
-	})
+
+	o.Progress, o.FunctionLog, o.EmulatorLog = out, logFile, logFile
+	stack, err := localrun.Start(ctx, o)
 	if err != nil {
 		return err
 	}
-	defer emu.Close()
-	event, err := os.ReadFile("events/scheduled.json")
-	if err != nil {
-		return fmt.Errorf("run the demo from the repository root: %w", err)
+	defer stack.Close()
+	if err := stack.SeedDemoTokens(ctx); err != nil {
+		return err
 	}
+	fmt.Fprintf(out, "  created 3 private secrets under %sprivate/, default policies: %s\n", stack.Prefix, strings.Join(localrun.DemoTokens, ", "))
+	sm := secretsmanager.NewFromConfig(stack.AWSConfig)
 
-	for i, title := range []string{"first run (every token is due)", "second run (nothing is due)"} {
-		fmt.Fprintf(out, "\n▶ invoking the function with events/scheduled.json — %s\n", title)
-		res, err := emu.Invoke(ctx, event)
+	event, err := os.ReadFile(filepath.Join(root, "events", "scheduled.json"))
+	if err != nil {
+		return err
+	}
+	for i, title := range []string{"first run: every token is new", "second run, seconds later"} {
+		fmt.Fprintf(out, "\n▶ invoking the function with events/scheduled.json (a reconcile) — %s\n", title)
+		rep, d, err := invoke(ctx, stack.Function, event)
 		if err != nil {
 			return err
 		}
-		if res.Err != nil {
-			return fmt.Errorf("function error: %s", res.Err.Message)
-		}
-		var rep refresher.Report
-		if err := json.Unmarshal(res.Payload, &rep); err != nil {
-			return err
-		}
-		printReport(out, &rep, res.Duration)
+		printReport(out, rep, d)
 		if i == 0 {
-			if err := printAccess(ctx, out, store, docs); err != nil {
+			if err := printAccess(ctx, out, sm, stack.Prefix); err != nil {
 				return err
 			}
 		}
 	}
-	fmt.Fprintf(out, "\nprovider requests: Sahamati %d, vault.ist %d, rotating %d (the second run made none)\n", sah.Requests(), vault.Requests(), rot.Requests())
-	fmt.Fprintf(out, "function logs (JSON, no secrets): %s\n", logPath)
-	fmt.Fprintf(out, "done in %.1fs; stopping moto, the simulators and the function\n", time.Since(started).Seconds())
+	if err := printSchedule(ctx, out, dynamodb.NewFromConfig(stack.AWSConfig), stack.Table); err != nil {
+		return err
+	}
+
+	// The 15-minute token is not rotated by every run; a consumer asks for it when it needs one.
+	ensure := []byte(`{"ensure":["acme-business"]}`)
+	fmt.Fprintf(out, "\n▶ a consumer asks for the 15-minute token: %s\n", ensure)
+	rep, d, err := invoke(ctx, stack.Function, ensure)
+	var ferr *rie.FunctionError
+	switch {
+	case errors.As(err, &ferr):
+		fmt.Fprintf(out, "  the function does not answer ensure in this build: %v\n", ferr)
+	case err != nil:
+		return err
+	default:
+		printReport(out, rep, d)
+		for _, r := range rep.Tokens {
+			if r.ExpiresAt != "" {
+				if t, err := time.Parse(time.RFC3339, r.ExpiresAt); err == nil {
+					fmt.Fprintf(out, "  %s: %s — the published access token is valid for another %s; the consumer reads %saccess/%s\n",
+						r.Name, r.Outcome, time.Until(t).Round(time.Second), stack.Prefix, r.Name)
+					fmt.Fprintln(out, "  (ensure refreshes only once less than half of the token's life is left; a consumer asking then gets a new one)")
+				}
+			}
+		}
+	}
+
+	fmt.Fprintf(out, "\nprovider requests: Sahamati %d, vault.ist %d, rotating %d\n",
+		stack.Sahamati.Requests(), stack.Vault.Requests(), stack.Rotating.Requests())
+	fmt.Fprintf(out, "function log (JSON; the emulator adds START/END/REPORT lines): %s\n", logPath)
+	fmt.Fprintf(out, "done: build %.1fs, demo %.1fs; stopping the function, the simulators and moto\n",
+		buildTime.Seconds(), time.Since(started).Seconds())
 	return nil
 }
 
-func printReport(out io.Writer, rep *refresher.Report, d time.Duration) {
+// invoke returns the report, or an error wrapping *rie.FunctionError when the function
+// returned an error.
+func invoke(ctx context.Context, fn *rie.Emulator, event []byte) (*invocation.Report, time.Duration, error) {
+	res, err := fn.Invoke(ctx, event)
+	if err != nil {
+		return nil, 0, err
+	}
+	if res.Err != nil {
+		return nil, res.Duration, fmt.Errorf("function error: %w", res.Err)
+	}
+	var rep invocation.Report
+	if err := json.Unmarshal(res.Payload, &rep); err != nil {
+		return nil, res.Duration, fmt.Errorf("function answer %q: %w", res.Payload, err)
+	}
+	return &rep, res.Duration, nil
+}
+
+func printReport(out io.Writer, rep *invocation.Report, d time.Duration) {
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  TOKEN\tOUTCOME\tGENERATION\tEXPIRES AT\tERROR")
 	for _, r := range rep.Tokens {
 		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\n", r.Name, r.Outcome, r.Generation, r.ExpiresAt, r.Error)
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(out, "  (%d tokens in %dms)\n", len(rep.Tokens), d.Milliseconds())
+	fmt.Fprintf(out, "  (%d tokens; invocation %dms)\n", len(rep.Tokens), d.Milliseconds())
 }
 
-func printAccess(ctx context.Context, out io.Writer, store *secretstore.Store, docs map[string]map[string]any) error {
+// access is the consumer contract of an access secret (DESIGN §2).
+type access struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresAt   string `json:"expires_at"`
+	Generation  int64  `json:"generation"`
+	Status      string `json:"status"`
+}
+
+func printAccess(ctx context.Context, out io.Writer, sm *secretsmanager.Client, prefix string) error {
 	fmt.Fprintf(out, "\n▶ access secrets (what consumers read; tokens shortened)\n")
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  SECRET\tACCESS_TOKEN\tTYPE\tEXPIRES AT\tGEN\tSTATUS")
-	for _, name := range []string{"acme-business", "sahamati-prod", "vault-ist"} {
-		v, err := store.GetCurrent(ctx, prefix+"access/"+name)
+	for _, name := range localrun.DemoTokens {
+		id := prefix + "access/" + name
+		v, err := sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(id)})
 		if err != nil {
-			return err
+			fmt.Fprintf(tw, "  %s\t(not published)\t\t\t\t\n", id)
+			continue
 		}
-		a, err := token.ParseAccess([]byte(v.Value.Reveal()))
-		if err != nil {
-			return err
+		var a access
+		if err := json.Unmarshal([]byte(aws.ToString(v.SecretString)), &a); err != nil {
+			return fmt.Errorf("%s: not the access document", id)
 		}
-		fmt.Fprintf(tw, "  %saccess/%s\t%s\t%s\t%s\t%d\t%s\n", prefix, name, shorten(a.AccessToken), a.TokenType, a.ExpiresAt.Format(time.RFC3339), a.Generation, a.Status)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\n", id, shorten(a.AccessToken), a.TokenType, a.ExpiresAt, a.Generation, a.Status)
 	}
 	return tw.Flush()
 }
 
+// printSchedule shows when each token is next refreshed by the schedule: the record's
+// due_at, the sort key of the sweep's index. Each token's time comes from its own lifetime.
+func printSchedule(ctx context.Context, out io.Writer, ddb *dynamodb.Client, table string) error {
+	fmt.Fprintf(out, "\n▶ when the schedule refreshes each token next (due_at in the state table; the sweep runs every 5 min)\n")
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  TOKEN\tNEXT SCHEDULED REFRESH\tIN")
+	for _, name := range localrun.DemoTokens {
+		it, err := ddb.GetItem(ctx, &dynamodb.GetItemInput{
+			TableName:      aws.String(table),
+			Key:            map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "token#" + name}},
+			ConsistentRead: aws.Bool(true),
+		})
+		if err != nil {
+			return fmt.Errorf("state table: %w", err)
+		}
+		n, ok := it.Item["due_at"].(*types.AttributeValueMemberN)
+		if !ok {
+			fmt.Fprintf(tw, "  %s\t(not scheduled)\t\n", name)
+			continue
+		}
+		var secs int64
+		if _, err := fmt.Sscan(n.Value, &secs); err != nil {
+			return fmt.Errorf("state table: %s: due_at %q: %w", name, n.Value, err)
+		}
+		at := time.Unix(secs, 0).UTC()
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", name, at.Format(time.RFC3339), time.Until(at).Round(time.Minute))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "  24 h tokens fall due at half their life. The 15-minute token is not rotated for nobody: the")
+	fmt.Fprintln(out, "  schedule only keeps its single-use refresh token alive; consumers get fresh ones with ensure.")
+	return nil
+}
+
 // shorten shows enough of a token to tell two apart, never enough to use it.
-func shorten(s token.Secret) string {
-	raw := s.Reveal()
+func shorten(raw string) string {
 	if len(raw) <= 10 {
 		return strings.Repeat("•", len(raw))
 	}
