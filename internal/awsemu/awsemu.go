@@ -23,6 +23,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/seed-502fa48b/token-refresher/internal/ci"
 )
 
 // Fixed identity of the emulated account; moto accepts any credentials.
@@ -229,7 +231,7 @@ func RunTests(m *testing.M) int {
 func runTests(m interface{ Run() int }, stderr io.Writer) int {
 	s, err := Start(context.Background())
 	if err != nil {
-		if errors.Is(err, ErrUnavailable) && !inCI() {
+		if errors.Is(err, ErrUnavailable) && !ci.Enabled() {
 			fmt.Fprintf(stderr, "awsemu: NOTICE: tests not run (set CI=true to fail instead): %v\n", err)
 			return 0
 		}
@@ -263,11 +265,6 @@ func Shared(t testing.TB) *Server {
 		t.Fatal("awsemu: no shared server: call os.Exit(awsemu.RunTests(m)) from TestMain")
 	}
 	return shared
-}
-
-func inCI() bool {
-	ci, _ := strconv.ParseBool(os.Getenv("CI"))
-	return ci
 }
 
 func freePort() (int, error) {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/seed-502fa48b/token-refresher/internal/ci"
 )
 
 // templatesScript decodes template.yaml with cfn-lint's own loader (short-form tags to their
@@ -80,7 +82,7 @@ func loadTemplates(t *testing.T) templates {
 		}
 	})
 	if templatesMissing != "" {
-		missingTool(t, "%s", templatesMissing)
+		ci.Missing(t, "%s", templatesMissing)
 	}
 	if templatesErr != nil {
 		t.Fatalf("load template: %v", templatesErr)

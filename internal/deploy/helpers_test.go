@@ -29,16 +29,6 @@ func repoRoot(t *testing.T) string {
 	}
 }
 
-// missingTool fails under CI (a missing tool must not pass silently) and skips otherwise.
-func missingTool(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true: %s", msg)
-	}
-	t.Skipf("skipping: %s", msg)
-}
-
 // loadTemplate returns template.yaml as CloudFormation reads it (short-form tags such as
 // !Sub mapped to their long forms), before the SAM transform; loadTransformed (cfn_test.go)
 // returns it after. One python3 run produces both (cfn-lint's start-up is slow).

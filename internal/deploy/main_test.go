@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/seed-502fa48b/token-refresher/internal/awsemu"
+	"github.com/seed-502fa48b/token-refresher/internal/ci"
 )
 
 // The moto server is started by the first test that needs one (most tests here only read the
@@ -23,7 +24,7 @@ func moto(t *testing.T) *awsemu.Server {
 	t.Helper()
 	motoOnce.Do(func() { motoSrv, motoErr = awsemu.Start(context.Background()) })
 	if errors.Is(motoErr, awsemu.ErrUnavailable) {
-		missingTool(t, "%v", motoErr)
+		ci.Missing(t, "%v", motoErr)
 	}
 	if motoErr != nil {
 		t.Fatalf("start moto: %v", motoErr)

@@ -17,13 +17,15 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/seed-502fa48b/token-refresher/internal/ci"
 )
 
 func requireCfnLint(t *testing.T) string {
 	t.Helper()
 	path, err := exec.LookPath("cfn-lint")
 	if err != nil {
-		missingTool(t, "cfn-lint not found (pip install cfn-lint): %v", err)
+		ci.Missing(t, "cfn-lint not found (pip install cfn-lint): %v", err)
 	}
 	return path
 }
@@ -149,7 +151,7 @@ func TestFunction(t *testing.T) {
 func TestMakefileHasBuildTarget(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(repoRoot(t), "Makefile"))
 	if os.IsNotExist(err) {
-		missingTool(t, "no Makefile at the repository root; BuildMethod makefile needs one")
+		ci.Missing(t, "no Makefile at the repository root; BuildMethod makefile needs one")
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/seed-502fa48b/token-refresher/internal/awsemu"
 	"github.com/seed-502fa48b/token-refresher/internal/bootstrapbin"
+	"github.com/seed-502fa48b/token-refresher/internal/ci"
 	"github.com/seed-502fa48b/token-refresher/internal/providersim"
 	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
@@ -45,8 +45,8 @@ func rieBin(t *testing.T) string {
 	defer cancel()
 	bin, err := Path(ctx)
 	if err != nil {
-		if ci, _ := strconv.ParseBool(os.Getenv("CI")); errors.Is(err, ErrOffline) && !ci {
-			t.Skipf("aws-lambda-rie not built (set CI=true to fail instead): %v", err)
+		if errors.Is(err, ErrOffline) {
+			ci.Missing(t, "aws-lambda-rie not built: %v", err)
 		}
 		t.Fatal(err)
 	}
