@@ -13,13 +13,9 @@ import (
 // placeholder marks what an operator must fill in a template.
 const placeholder = "REPLACE_ME"
 
-// findPlaceholder returns the first field (sorted, dotted path) whose string value holds
-// the placeholder, or "" when none does or raw is not a JSON object.
-func findPlaceholder(raw []byte) string {
-	var doc map[string]any
-	if json.Unmarshal(raw, &doc) != nil {
-		return ""
-	}
+// findPlaceholder returns the first field (sorted, dotted path) of the parsed document
+// whose string value holds the placeholder, or "" when none does.
+func findPlaceholder(doc map[string]any) string {
 	var found []string
 	var walk func(path string, v any)
 	walk = func(path string, v any) {

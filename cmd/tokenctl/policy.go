@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -120,7 +121,7 @@ func (a *app) policy(args []string) int {
 func (a *app) grant(args []string) int {
 	fs := a.flagSet("grant")
 	ensure := fs.Bool("ensure", false, "also allow invoking the refresher's ensure alias")
-	region := fs.String("region", firstNonEmpty(a.getenv("AWS_REGION"), a.getenv("AWS_DEFAULT_REGION")), "the stack's region (env AWS_REGION)")
+	region := fs.String("region", cmp.Or(a.getenv("AWS_REGION"), a.getenv("AWS_DEFAULT_REGION")), "the stack's region (env AWS_REGION)")
 	account := fs.String("account", a.getenv("TR_ACCOUNT_ID"), "the stack's account id (env TR_ACCOUNT_ID)")
 	pos, code, ok := parse(fs, args, "grant CONSUMER_ROLE_NAME TOKEN... [--ensure] [--region R] [--account ID]")
 	if !ok {
@@ -212,13 +213,4 @@ func partition(region string) string {
 		return "aws-us-gov"
 	}
 	return "aws"
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

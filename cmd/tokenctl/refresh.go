@@ -19,11 +19,6 @@ import (
 	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 )
 
-// invoker is the part of *lambda.Client that refresh uses.
-type invoker interface {
-	Invoke(ctx context.Context, in *lambda.InvokeInput, optFns ...func(*lambda.Options)) (*lambda.InvokeOutput, error)
-}
-
 // describer is the part of *secretsmanager.Client that tells whether a token exists.
 type describer interface {
 	DescribeSecret(ctx context.Context, in *secretsmanager.DescribeSecretInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.DescribeSecretOutput, error)
@@ -105,7 +100,7 @@ func (a *app) invoke(ctx context.Context, cmd string, req invocation.Request, as
 		a.errorf(cmd, "%s", a.explainAWS(err, a.functionResource()))
 		return exitFail
 	}
-	var lc invoker = lambda.NewFromConfig(cfg)
+	lc := lambda.NewFromConfig(cfg)
 	payload, err := json.Marshal(req)
 	if err != nil {
 		a.errorf(cmd, "%v", err)

@@ -89,7 +89,7 @@ func newStatusRow(r ledger.Record, now time.Time) statusRow {
 		NextDueAt:           timePtr(r.NextDueAt),
 		RefreshExpiresAt:    timePtr(r.RefreshExpiresAt),
 		WritesLast24h:       r.WritesSince(now.Add(-24 * time.Hour)),
-		MaxWritesPerDay:     defaultMaxWritesPerDay,
+		MaxWritesPerDay:     token.DefaultMaxWritesPerDay,
 		Lease:               leaseFree,
 		LeaseHolder:         r.LeaseHolder,
 		LeaseUntil:          timePtr(r.LeaseUntil),
@@ -158,7 +158,7 @@ func (a *app) status(ctx context.Context, args []string) int {
 	for _, s := range secrets {
 		name := strings.TrimPrefix(s, prefix)
 		if _, ok := rows[name]; !ok {
-			rows[name] = &statusRow{Name: name, Lease: leaseFree, MaxWritesPerDay: defaultMaxWritesPerDay}
+			rows[name] = &statusRow{Name: name, Lease: leaseFree, MaxWritesPerDay: token.DefaultMaxWritesPerDay}
 		}
 	}
 
@@ -237,8 +237,7 @@ func (a *app) addDocumentFacts(ctx context.Context, store *secretstore.Store, le
 			}
 			continue
 		}
-		raw := []byte(v.Value.Reveal())
-		p, err := token.ParsePrivate(raw)
+		p, err := token.ParsePrivate([]byte(v.Value.Reveal()))
 		if err == nil {
 			err = p.Validate()
 		}
@@ -248,7 +247,7 @@ func (a *app) addDocumentFacts(ctx context.Context, store *secretstore.Store, le
 			}
 			continue
 		}
-		r.MaxWritesPerDay = maxWritesPerDay(raw)
+		r.MaxWritesPerDay = p.MaxWrites()
 		r.setBudget()
 		q, ok := p.Quota()
 		if !ok || !r.Adopted {
@@ -270,22 +269,6 @@ func (a *app) addDocumentFacts(ctx context.Context, store *secretstore.Store, le
 		}
 		r.Quota = &quotaToday{Key: q.Key, Day: day, Used: b.Used, Limit: limit}
 	}
-}
-
-// maxWritesPerDay reads policy.max_writes_per_day from a raw document (DESIGN §3).
-func maxWritesPerDay(raw []byte) int {
-	var doc struct {
-		Policy struct {
-			MaxWrites json.Number `json:"max_writes_per_day"`
-		} `json:"policy"`
-	}
-	if json.Unmarshal(raw, &doc) != nil {
-		return defaultMaxWritesPerDay
-	}
-	if n, err := doc.Policy.MaxWrites.Int64(); err == nil && n > 0 {
-		return int(n)
-	}
-	return defaultMaxWritesPerDay
 }
 
 func writeStatusTable(w io.Writer, rows []*statusRow, now time.Time) {

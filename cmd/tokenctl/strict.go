@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,8 +15,7 @@ import (
 
 // The fields of a private document, per object. pkg/token keeps unknown fields (DESIGN §2),
 // so it cannot tell a typo from an operator's note; tokenctl can, before anything is stored.
-// provider.authorize_url and policy.max_writes_per_day are read by tokenctl (authorize) and
-// the engine (write budget) from the raw document.
+// provider.authorize_url is unknown to pkg/token: only tokenctl authorize reads it.
 var knownFields = map[string][]string{
 	"": {"provider", "policy", "refresh_token", "refresh_expires_at", "access_token", "token_type", "expires_at",
 		"scope", "generation", "status", "status_reason", "version_id", "base_version_id"},
@@ -33,9 +33,6 @@ var grantFields = map[string][]string{
 
 // extensionPrefix marks a field an operator added on purpose; it is kept and never warned about.
 const extensionPrefix = "x_"
-
-// defaultMaxWritesPerDay is the write budget when policy.max_writes_per_day is absent (DESIGN §3).
-const defaultMaxWritesPerDay = 90
 
 // credentialWarning is how close to expiry entity credentials draw a warning.
 const credentialWarning = 7 * 24 * time.Hour
@@ -55,7 +52,7 @@ func checkDocument(raw []byte, now time.Time) (*token.Private, []string, error) 
 	if err := duplicateField(raw); err != nil {
 		return nil, nil, err
 	}
-	if field := findPlaceholder(raw); field != "" {
+	if field := findPlaceholder(doc); field != "" {
 		return nil, nil, fmt.Errorf("%s: still holds the template placeholder %s", field, placeholder)
 	}
 	notes, err := checkFields(doc)
@@ -176,13 +173,8 @@ func checkFields(doc map[string]any) ([]string, error) {
 			}
 			m = child
 		}
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			if contains(knownFields[obj], k) || strings.HasPrefix(k, extensionPrefix) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if slices.Contains(knownFields[obj], k) || strings.HasPrefix(k, extensionPrefix) {
 				continue
 			}
 			path := dotted(obj, k)
@@ -200,15 +192,6 @@ func dotted(obj, k string) string {
 		return k
 	}
 	return obj + "." + k
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 type fieldRef struct{ obj, name string }
@@ -273,12 +256,13 @@ func checkProfile(p *token.Private, doc map[string]any, now time.Time) ([]string
 	v := p.Provider
 	var notes []string
 	prov, _ := doc["provider"].(map[string]any)
-	for _, k := range sortedKeys(prov) {
-		if contains(knownFields["provider"], k) && !contains(grantFields[v.Grant], k) {
+	for _, k := range slices.Sorted(maps.Keys(prov)) {
+		if slices.Contains(knownFields["provider"], k) && !slices.Contains(grantFields[v.Grant], k) {
 			notes = append(notes, fmt.Sprintf("warning: provider.%s: not used by grant %q", k, v.Grant))
 		}
 	}
-	if v.Grant == token.GrantRefreshToken || v.Grant == token.GrantClientCredentials {
+	// client_credentials: Provider.Validate already requires client_secret and refuses "none".
+	if v.Grant == token.GrantRefreshToken {
 		if (v.ClientAuth == token.AuthBasic || v.ClientAuth == token.AuthBody) && v.ClientSecret.IsZero() {
 			return notes, &token.FieldError{Field: "provider.client_secret", Msg: fmt.Sprintf("required for client_auth %q (use client_auth \"none\" for a public client)", v.ClientAuth)}
 		}
@@ -312,22 +296,12 @@ func checkProfile(p *token.Private, doc map[string]any, now time.Time) ([]string
 			return notes, &token.FieldError{Field: "provider.authorize_url", Msg: "must be an absolute https URL (http only on a loopback host)"}
 		}
 	}
+	// ParsePrivate and Validate have refused every other wrong value; they read 0 and null as
+	// "absent", which written out is a mistake.
 	if pol, ok := doc["policy"].(map[string]any); ok {
-		if raw, ok := pol["max_writes_per_day"]; ok {
-			n, isNum := raw.(float64)
-			if !isNum || n != float64(int(n)) || n < 1 || n > 100 {
-				return notes, &token.FieldError{Field: "policy.max_writes_per_day", Msg: "want a whole number from 1 to 100 (Secrets Manager keeps about 100 versions a day)"}
-			}
+		if _, ok := pol["max_writes_per_day"]; ok && p.Policy.MaxWritesPerDay == 0 {
+			return notes, &token.FieldError{Field: "policy.max_writes_per_day", Msg: fmt.Sprintf("want a whole number from 1 to %d (Secrets Manager keeps about 100 versions a day)", token.MaxWritesPerDayLimit)}
 		}
 	}
 	return notes, nil
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

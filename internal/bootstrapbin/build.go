@@ -77,14 +77,6 @@ func BuildPackageInto(ctx context.Context, pkg, dir, name string) (string, error
 	return out, nil
 }
 
-// Build compiles ./functions/refresher of this module into out, with the Lambda tag.
-func Build(ctx context.Context, out string) (string, error) {
-	if err := build(ctx, "./functions/refresher", out); err != nil {
-		return "", err
-	}
-	return out, nil
-}
-
 func build(ctx context.Context, pkg, out string) error {
 	root, err := ModuleRoot(ctx)
 	if err != nil {

@@ -3,6 +3,7 @@ package initcost
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/seed-502fa48b/token-refresher/internal/bootstrapbin"
 )
 
 var traceOnce sync.Once
@@ -23,10 +26,18 @@ var traceOnce sync.Once
 // lambdaFlags are the Lambda build's (Makefile LAMBDA_BUILD), for the benchmark's figures.
 var lambdaFlags = []string{"-tags", "lambda.norpc", "-trimpath", "-ldflags=-s -w"}
 
-// testFlags keep the Lambda tag only: the tests then share the build cache with every other
+// bootstrap is the binary every other test runs (bootstrapbin.Path, built once per process).
+// bootstrapbin keeps only the Lambda tag, so the tests share the build cache with every other
 // test binary instead of compiling the AWS SDK once more (-trimpath and CGO_ENABLED change
 // every package's cache key).
-var testFlags = []string{"-tags", "lambda.norpc"}
+func bootstrap(tb testing.TB) string {
+	tb.Helper()
+	bin, err := bootstrapbin.Path(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return bin
+}
 
 // build compiles pkg (relative to the module root) into dir/name.
 func build(tb testing.TB, flags []string, dir, name, pkg string, env ...string) string {
@@ -128,15 +139,19 @@ func initTime(tb testing.TB, bin string, environ []string, api *runtimeAPI) time
 // TestInitReachesRuntimeAPIWithoutNetwork: the bootstrap and the baseline both get to their
 // first GET …/next, and neither calls AWS during init.
 func TestInitReachesRuntimeAPIWithoutNetwork(t *testing.T) {
-	dir := t.TempDir()
-	for _, tc := range []struct{ name, pkg string }{
-		{"bootstrap", "./functions/refresher"},
-		{"hello", "./internal/initcost/testdata/hello"},
+	boot := bootstrap(t)
+	// The baseline, built the same way beside it.
+	hello, err := bootstrapbin.BuildPackageInto(context.Background(), "./internal/initcost/testdata/hello", filepath.Dir(boot), "initcost-hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, bin string }{
+		{"bootstrap", boot},
+		{"hello", hello},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			bin := build(t, testFlags, dir, tc.name, tc.pkg)
 			api, aws := newRuntimeAPI(t), newAWSEndpoint(t)
-			initTime(t, bin, env(api, aws), api)
+			initTime(t, tc.bin, env(api, aws), api)
 			if n := aws.calls.Load(); n != 0 {
 				t.Errorf("got %d AWS calls during init, want 0", n)
 			}
@@ -149,7 +164,7 @@ func TestInitReachesRuntimeAPIWithoutNetwork(t *testing.T) {
 // (GODEBUG=inittrace=1 counts them; counts, unlike times, do not depend on machine load).
 func TestOwnPackagesInitIsLight(t *testing.T) {
 	const maxAllocs, maxBytes = 32, 16 << 10
-	bin := build(t, testFlags, t.TempDir(), "bootstrap", "./functions/refresher")
+	bin := bootstrap(t)
 	api, aws := newRuntimeAPI(t), newAWSEndpoint(t)
 	inits := initTrace(t, bin, env(api, aws, "GODEBUG=inittrace=1"))
 	own := 0

@@ -18,10 +18,10 @@ const AuthorizePath = "/authorize"
 // recommends at most 10 minutes).
 const codeTTL = 10 * time.Minute
 
-// rotCode is an authorization code waiting to be exchanged: bound to the client,
-// the redirect URI and the PKCE challenge it was issued for (RFC 7636 §4.4).
+// rotCode is an authorization code waiting to be exchanged: bound to the redirect
+// URI and the PKCE challenge it was issued for (RFC 7636 §4.4). The simulator has
+// one client, which parseTokenRequest authenticates, so the code names none.
 type rotCode struct {
-	clientID    string
 	redirectURI string
 	challenge   string // S256 of the verifier
 	scope       string
@@ -108,7 +108,7 @@ func (p *Rotating) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	code := p.newToken("rot_code_")
 	p.mu.Lock()
-	p.codes[code] = &rotCode{clientID: p.oauthClient.id, redirectURI: redirect.String(), challenge: challenge, scope: scope, expires: p.now().Add(codeTTL)}
+	p.codes[code] = &rotCode{redirectURI: redirect.String(), challenge: challenge, scope: scope, expires: p.now().Add(codeTTL)}
 	p.mu.Unlock()
 	v := redirect.Query()
 	v.Set("code", code)

@@ -274,7 +274,7 @@ func toItem(r Record) recordItem {
 	for _, w := range r.Writes {
 		it.Writes = append(it.Writes, w.UnixMilli())
 	}
-	if !r.NextDueAt.IsZero() && (r.Status == "" || r.Status == StatusActive) {
+	if inDueIndex(r.Status, r.NextDueAt) {
 		it.DueShard, it.DueAt = DueShard, r.NextDueAt.Unix()
 	}
 	if !r.LeaseUntil.IsZero() {

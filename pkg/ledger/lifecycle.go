@@ -38,11 +38,17 @@ func setOrRemove(upd expression.UpdateBuilder, name, value string) expression.Up
 	return upd.Set(expression.Name(name), expression.Value(value))
 }
 
-// setDue keeps the sparse sweep index in step with next_due_at: only an
-// active token with a due time is in it.
+// inDueIndex is the sparse sweep index's rule, for new records and updates
+// alike: only an active token (empty status counts as active) with a due
+// time is in it.
+func inDueIndex(status string, next time.Time) bool {
+	return !next.IsZero() && (status == "" || status == StatusActive)
+}
+
+// setDue keeps the sparse sweep index in step with next_due_at.
 func setDue(upd expression.UpdateBuilder, status string, next time.Time) expression.UpdateBuilder {
 	upd = setOrRemove(upd, attrNextDueAt, formatTime(next))
-	if next.IsZero() || (status != "" && status != StatusActive) {
+	if !inDueIndex(status, next) {
 		return upd.Remove(expression.Name(attrDueShard)).Remove(expression.Name(attrDueAt))
 	}
 	return upd.Set(expression.Name(attrDueShard), expression.Value(DueShard)).

@@ -128,7 +128,7 @@ func className(class error) string {
 // are transient; only the rejection codes and the profile's documented 401 body are rejected
 // (docs/design.md §1); everything else — 3xx, 403, 404, 1xx, 6xx, other codes — is unexpected, so
 // one bad answer from a proxy cannot withdraw a working token.
-func (c *Client) classify(status int, code string, body []byte) error {
+func (c *Client) classify(status int, code string, m map[string]json.RawMessage) error {
 	switch {
 	case status == http.StatusTooManyRequests:
 		return ErrThrottled
@@ -138,7 +138,7 @@ func (c *Client) classify(status int, code string, body []byte) error {
 		return ErrTransient
 	case rejectionCode(code) && (status == http.StatusBadRequest || status == http.StatusUnauthorized || status >= 200 && status <= 299):
 		return ErrRejected
-	case status == http.StatusUnauthorized && c.documented401(body):
+	case status == http.StatusUnauthorized && c.documented401(m):
 		return ErrRejected
 	}
 	return ErrUnexpected
@@ -157,12 +157,9 @@ func rejectionCode(code string) bool {
 
 // documented401 reports whether a 401 body has the shape the profile's provider documents
 // for refused credentials: Sahamati {"errorCode","errorMsg"}, vault.ist
-// {"status":"UNAUTHORIZED","message"}. A bare 401 from a gateway is not one.
-func (c *Client) documented401(body []byte) bool {
-	var m map[string]json.RawMessage
-	if json.Unmarshal(body, &m) != nil || m == nil {
-		return false
-	}
+// {"status":"UNAUTHORIZED","message"}. A bare 401 from a gateway is not one. m is the body
+// as parseErrorBody read it, nil when it is not a JSON object.
+func (c *Client) documented401(m map[string]json.RawMessage) bool {
 	switch c.profile {
 	case profileSahamati:
 		code, ok := stringField(m, "errorCode")

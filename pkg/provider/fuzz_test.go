@@ -165,8 +165,8 @@ func FuzzParseError(f *testing.F) {
 	}
 	red := newRedactor(fuzzRT, fuzzCS, fuzzES)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		code, msg, isJSON := parseErrorBody(body)
-		if !isJSON {
+		code, msg, m := parseErrorBody(body)
+		if m == nil {
 			if code != "" || msg != "" {
 				t.Fatalf("non-JSON body gave code %q message %q", code, msg)
 			}

@@ -230,12 +230,12 @@ func seconds(raw json.RawMessage) (float64, bool) {
 
 // parseErrorBody reads a non-2xx body in any of the known shapes: RFC 6749 §5.2
 // {"error","error_description"}, Sahamati {"errorCode","errorMsg"}, vault.ist
-// {"status","message"}, and {"error":{"status"|"code","message"}}. ok is false when the body
-// is not a JSON object; msg is then empty.
-func parseErrorBody(body []byte) (code, msg string, ok bool) {
-	var m map[string]json.RawMessage
+// {"status","message"}, and {"error":{"status"|"code","message"}}. m is the parsed body, for
+// classify to judge its shape without parsing it again; nil when the body is not a JSON object
+// (code and msg are then empty).
+func parseErrorBody(body []byte) (code, msg string, m map[string]json.RawMessage) {
 	if err := json.Unmarshal(body, &m); err != nil || m == nil {
-		return "", "", false
+		return "", "", nil
 	}
 	code = firstString(m, "error", "errorCode", "error_code", "code", "status")
 	msg = firstString(m, "error_description", "errorMsg", "errorMessage", "error_message", "message", "detail")
@@ -250,7 +250,7 @@ func parseErrorBody(body []byte) (code, msg string, ok bool) {
 			}
 		}
 	}
-	return code, msg, true
+	return code, msg, m
 }
 
 func firstString(m map[string]json.RawMessage, keys ...string) string {
@@ -323,8 +323,8 @@ func (c *Client) interpret(resp *captured, sendErr error, old token.Secret, star
 		e.Message = red.text(msg + "; provider.token_url must be the token endpoint itself")
 		return nil, e
 	case resp.status < 200 || resp.status > 299:
-		code, msg, isJSON := parseErrorBody(resp.body)
-		if !isJSON {
+		code, msg, m := parseErrorBody(resp.body)
+		if m == nil {
 			var re *oauth2.RetrieveError
 			if errors.As(sendErr, &re) && re.ErrorCode != "" {
 				code, msg = re.ErrorCode, re.ErrorDescription // a form-encoded error body
@@ -332,7 +332,7 @@ func (c *Client) interpret(resp *captured, sendErr error, old token.Secret, star
 				msg = plainText(resp.body)
 			}
 		}
-		e.Class = c.classify(resp.status, code, resp.body)
+		e.Class = c.classify(resp.status, code, m)
 		e.Code, e.Message = red.text(code), red.text(msg)
 		e.RetryAfter = retryAfter(resp.header, now)
 		return nil, e
@@ -350,7 +350,7 @@ func (c *Client) interpret(resp *captured, sendErr error, old token.Secret, star
 		c.salvaged(e, tr.refreshToken, tr.refreshExpiresIn, old, start)
 		return nil, e
 	case tr.errCode != "":
-		e.Class = c.classify(resp.status, tr.errCode, resp.body)
+		e.Class = c.classify(resp.status, tr.errCode, nil) // a 2xx is never a documented 401
 		e.Code, e.Message = red.text(tr.errCode), red.text(tr.errMsg)
 		return nil, e
 	}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -223,7 +224,7 @@ type runState struct {
 	// smThrottled is set once Secrets Manager throttles a call: the run then starts no
 	// more refreshes rather than retrying them into their leases (docs/design.md §10).
 	smThrottled atomic.Bool
-	quotaMu     chan struct{}
+	quotaMu     sync.Mutex
 	quotaKeys   map[string]quotaSeen
 }
 
@@ -234,7 +235,7 @@ type quotaSeen struct {
 }
 
 func (s *runState) noteQuota(q quotaSeen) {
-	s.quotaMu <- struct{}{}
+	s.quotaMu.Lock()
 	s.quotaKeys[q.key+"#"+q.day] = q
-	<-s.quotaMu
+	s.quotaMu.Unlock()
 }

@@ -38,7 +38,6 @@ func (t *tokenRun) persist(next *token.Private, to string) error {
 		t.log.InfoContext(t.ctx, "new version saved", "version", to, "stage", PendingStage)
 		return nil
 	}
-	t.noteSecretsErr(err)
 	if errors.Is(err, secretstore.ErrVersionConflict) {
 		return err
 	}
@@ -110,7 +109,7 @@ func (t *tokenRun) renew() error {
 // commitFor is the commit of version `to` holding doc, with its schedule (docs/design.md §3).
 func (t *tokenRun) commitFor(doc *token.Private, to string) ledger.Commit {
 	now := t.e.now()
-	writes := append(recentWrites(t.rec.Writes, now), now)
+	writes := append(token.RecentWrites(t.rec.Writes, now), now)
 	c := ledger.Commit{
 		Name: t.name, Holder: t.holder, FromGeneration: t.rec.Generation,
 		From: t.rec.VersionID, To: to, Status: doc.Status, StatusReason: doc.StatusReason,
@@ -123,16 +122,6 @@ func (t *tokenRun) commitFor(doc *token.Private, to string) ledger.Commit {
 		c.NextDueAt, c.StaleAt = s.NextDueAt, s.StaleAt
 	}
 	return c
-}
-
-func recentWrites(ws []time.Time, now time.Time) []time.Time {
-	var out []time.Time
-	for _, w := range ws {
-		if w.After(now.Add(-24 * time.Hour)) {
-			out = append(out, w)
-		}
-	}
-	return out
 }
 
 // commit is step 5 for version `to`, already in Secrets Manager; it releases the lease.
@@ -243,7 +232,6 @@ func wait(ctx context.Context, d time.Duration) bool {
 type outcomeError struct {
 	outcome string
 	msg     string
-	skipped bool // not started for lack of time or because Secrets Manager throttled
 }
 
 func (e *outcomeError) Error() string {

@@ -41,7 +41,7 @@ func (t *tokenRun) refresh(interrupted bool) Row {
 	if err := t.precheck(doc, raw); err != nil {
 		return rowFor(err)
 	}
-	res, err := t.call(doc, interrupted)
+	res, err := t.call(doc)
 	to := NextVersion(t.rec.VersionID, t.rec.Generation+1)
 	if errors.Is(err, provider.ErrRejected) {
 		// Another holder refreshing from the same version may have saved N (§4): look first.
@@ -83,10 +83,10 @@ func (t *tokenRun) settle(next *token.Private, to string) Row {
 // fit before the deadline, and not after Secrets Manager throttled this run.
 func (t *tokenRun) canStart() error {
 	if t.st.smThrottled.Load() {
-		return &outcomeError{outcome: OutcomeFailed, msg: "not started: Secrets Manager throttled this run's writes; the next run refreshes it", skipped: true}
+		return &outcomeError{outcome: OutcomeFailed, msg: "not started: Secrets Manager throttled this run's writes; the next run refreshes it"}
 	}
 	if left, ok := timeLeft(t.ctx); ok && left < t.e.minStart() {
-		return &outcomeError{outcome: OutcomeFailed, skipped: true,
+		return &outcomeError{outcome: OutcomeFailed,
 			msg: fmt.Sprintf("not started: %s left in the invocation, a refresh needs %s (persist budget plus one provider call)", left.Round(time.Millisecond), t.e.minStart())}
 	}
 	return nil
@@ -194,7 +194,7 @@ func (t *tokenRun) precheck(doc *token.Private, raw []byte) error {
 
 // call is step 3: the provider, with the same refresh token, retried on transient failures
 // while the lease leaves time to persist what it returns. Every attempt spends quota.
-func (t *tokenRun) call(doc *token.Private, interrupted bool) (*provider.Result, error) {
+func (t *tokenRun) call(doc *token.Private) (*provider.Result, error) {
 	client, err := provider.New(doc.Provider, provider.Options{HTTPClient: t.e.opts.HTTPClient, Timeout: t.e.opts.ProviderTimeout, Now: t.e.now})
 	if err != nil {
 		return nil, &outcomeError{outcome: OutcomeInvalidConfig, msg: err.Error()}
@@ -330,8 +330,8 @@ func (t *tokenRun) markThrottled(until time.Time) {
 		return
 	}
 	last := ledger.Day(until, t.quota.Location)
-	for day, at := ledger.Day(t.e.now(), t.quota.Location), t.e.now(); ; at = at.Add(24 * time.Hour) {
-		day = ledger.Day(at, t.quota.Location)
+	for at := t.e.now(); ; at = at.Add(24 * time.Hour) {
+		day := ledger.Day(at, t.quota.Location)
 		if err := t.e.opts.Ledger.Throttle(t.ctx, t.quota.Key, day, until); err != nil {
 			t.log.WarnContext(t.ctx, "recording the throttle failed", "error", err.Error())
 		}

@@ -68,7 +68,7 @@ func (e *Engine) Run(ctx context.Context, req Request) (*Report, error) {
 		ctx, cancel = context.WithDeadline(ctx, dl.Add(-reportReserve))
 		defer cancel()
 	}
-	st := &runState{trigger: triggerOf(req), force: req.Force, quotaMu: make(chan struct{}, 1), quotaKeys: map[string]quotaSeen{}}
+	st := &runState{trigger: triggerOf(req), force: req.Force, quotaKeys: map[string]quotaSeen{}}
 	report := &Report{Summary: map[string]int{}}
 	if lc, ok := lambdacontext.FromContext(ctx); ok {
 		report.RequestID = lc.AwsRequestID

@@ -186,16 +186,13 @@ func (t *tokenRun) execute(a action, in *planInput) Row {
 	return failed("no executor for %s", a.kind)
 }
 
-func reasonOfRecord(r ledger.Record) string {
-	if r.StatusReason != "" {
-		return r.StatusReason
-	}
-	return "a person must re-authorise this token"
-}
+func reasonOfRecord(r ledger.Record) string { return reasonOr(r.StatusReason) }
 
-func reasonOf(doc *token.Private) string {
-	if doc.StatusReason != "" {
-		return doc.StatusReason
+func reasonOf(doc *token.Private) string { return reasonOr(doc.StatusReason) }
+
+func reasonOr(reason string) string {
+	if reason != "" {
+		return reason
 	}
 	return "a person must re-authorise this token"
 }

@@ -115,31 +115,15 @@ func hasStage(stages []string, stage string) bool {
 }
 
 // List returns the sorted names of live secrets whose name starts with prefix.
-// The service's name filter is only a pre-selection (its matching rules are
-// looser than a byte prefix), so every name is checked again here.
 func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
-	in := &secretsmanager.ListSecretsInput{}
-	// A leading "!" would turn the filter into a negation; such a prefix
-	// matches no valid name anyway, and the check below handles it.
-	if prefix != "" && !strings.HasPrefix(prefix, "!") {
-		in.Filters = []smtypes.Filter{{Key: smtypes.FilterNameStringTypeName, Values: []string{prefix}}}
+	entries, err := s.list(ctx, prefix, false)
+	if err != nil {
+		return nil, err
 	}
 	var names []string
-	p := secretsmanager.NewListSecretsPaginator(s.client, in)
-	for p.HasMorePages() {
-		out, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("secretstore: list %q: %w", prefix, translate(err))
-		}
-		for _, e := range out.SecretList {
-			name := aws.ToString(e.Name)
-			if e.DeletedDate != nil || !strings.HasPrefix(name, prefix) {
-				continue
-			}
-			names = append(names, name)
-		}
+	for _, e := range entries {
+		names = append(names, e.Name)
 	}
-	sort.Strings(names)
 	return names, nil
 }
 
@@ -157,7 +141,20 @@ type Entry struct {
 // Entries lists the secrets whose name starts with prefix, those scheduled
 // for deletion included, sorted by name; no secret value is read.
 func (s *Store) Entries(ctx context.Context, prefix string) ([]Entry, error) {
-	in := &secretsmanager.ListSecretsInput{IncludePlannedDeletion: aws.Bool(true)}
+	return s.list(ctx, prefix, true)
+}
+
+// list is List and Entries: the service's name filter is only a
+// pre-selection (its matching rules are looser than a byte prefix), so every
+// name is checked again here. Without withDeleted, secrets scheduled for
+// deletion are neither asked for nor kept.
+func (s *Store) list(ctx context.Context, prefix string, withDeleted bool) ([]Entry, error) {
+	in := &secretsmanager.ListSecretsInput{}
+	if withDeleted {
+		in.IncludePlannedDeletion = aws.Bool(true)
+	}
+	// A leading "!" would turn the filter into a negation; such a prefix
+	// matches no valid name anyway, and the check below handles it.
 	if prefix != "" && !strings.HasPrefix(prefix, "!") {
 		in.Filters = []smtypes.Filter{{Key: smtypes.FilterNameStringTypeName, Values: []string{prefix}}}
 	}
@@ -170,20 +167,25 @@ func (s *Store) Entries(ctx context.Context, prefix string) ([]Entry, error) {
 		}
 		for _, e := range page.SecretList {
 			name := aws.ToString(e.Name)
-			if !strings.HasPrefix(name, prefix) {
+			if (!withDeleted && e.DeletedDate != nil) || !strings.HasPrefix(name, prefix) {
 				continue
 			}
-			en := Entry{Name: name, DeletedDate: aws.ToTime(e.DeletedDate)}
-			for id, stages := range e.SecretVersionsToStages {
-				if hasStage(stages, StageCurrent) {
-					en.Current = id
-				}
-			}
-			out = append(out, en)
+			out = append(out, Entry{Name: name, Current: currentOf(e.SecretVersionsToStages), DeletedDate: aws.ToTime(e.DeletedDate)})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// currentOf is the id of the version labelled AWSCURRENT in a version-to-stages
+// map, or "" when none is.
+func currentOf(versions map[string][]string) string {
+	for id, stages := range versions {
+		if hasStage(stages, StageCurrent) {
+			return id
+		}
+	}
+	return ""
 }
 
 // GetVersion reads one version by id. ErrNotFound when the secret or the
@@ -322,12 +324,7 @@ func (s *Store) currentHolder(ctx context.Context, name string) (string, error) 
 	if err != nil {
 		return "", translate(err)
 	}
-	for id, stages := range out.VersionIdsToStages {
-		if hasStage(stages, StageCurrent) {
-			return id, nil
-		}
-	}
-	return "", nil
+	return currentOf(out.VersionIdsToStages), nil
 }
 
 // Publish writes the consumers' access secret as its new AWSCURRENT version,

@@ -84,18 +84,25 @@ func (p *Private) Plan(issued time.Time, writes []time.Time) Schedule {
 // BudgetFreeAt is the first time at or after now when one more private version fits in the
 // budget of max per rolling 24 h, given the write times of the last 24 h.
 func BudgetFreeAt(now time.Time, writes []time.Time, max int) time.Time {
-	var recent []time.Time
-	for _, w := range writes {
-		if w.After(now.Add(-24 * time.Hour)) {
-			recent = append(recent, w)
-		}
-	}
+	recent := RecentWrites(writes, now)
 	if len(recent) < max {
 		return now
 	}
 	// The (len-max+1)-th oldest write must leave the window first.
 	sort.Slice(recent, func(i, j int) bool { return recent[i].Before(recent[j]) })
 	return recent[len(recent)-max].Add(24 * time.Hour)
+}
+
+// RecentWrites keeps the write times inside the rolling 24 h before now: the ones that
+// count against the write budget.
+func RecentWrites(writes []time.Time, now time.Time) []time.Time {
+	var recent []time.Time
+	for _, w := range writes {
+		if w.After(now.Add(-24 * time.Hour)) {
+			recent = append(recent, w)
+		}
+	}
+	return recent
 }
 
 // maxSeen bounds the refresh-token fingerprints a document keeps (about a day of a token

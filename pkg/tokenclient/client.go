@@ -350,10 +350,6 @@ func (c *Client) fetch(ctx context.Context, old *entry, rejected string) (*entry
 				"secret", c.secretName, "generation", d.Generation, "reason", d.Reason)
 			return nil, err
 		}
-		e := c.newEntry(d, now)
-		if rejected != "" && e.tok.AccessToken == rejected {
-			e.rejected = true
-		}
 		if !ensured && c.invoker != nil && c.inMargin(d, now) {
 			if did, err := c.ensureOnce(ctx, d); did {
 				ensured, ensureErr = true, err
@@ -362,6 +358,10 @@ func (c *Client) fetch(ctx context.Context, old *entry, rejected string) (*entry
 				}
 				continue // read what the refresher published
 			}
+		}
+		e := c.newEntry(d, now)
+		if rejected != "" && e.tok.AccessToken == rejected {
+			e.rejected = true
 		}
 		if e.valid(now) {
 			c.clearFailure()

@@ -60,12 +60,12 @@ func parseAccessDoc(raw string) (*accessDoc, error) {
 	if d.AccessToken == "" {
 		return nil, fmt.Errorf("%w: access_token is missing", ErrMalformed)
 	}
+	if d.TokenType == "" {
+		d.TokenType = "Bearer"
+	}
 	if d.ExpiresAt == "" {
 		// Absent (or "" from older refreshers): no stated expiry. The token is used, re-read
 		// every few minutes and after a 401 (Client.newEntry).
-		if d.TokenType == "" {
-			d.TokenType = "Bearer"
-		}
 		return &d, nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, d.ExpiresAt)
@@ -73,8 +73,5 @@ func parseAccessDoc(raw string) (*accessDoc, error) {
 		return nil, fmt.Errorf("%w: expires_at %q is not an RFC 3339 time", ErrMalformed, d.ExpiresAt)
 	}
 	d.expiresAt = t
-	if d.TokenType == "" {
-		d.TokenType = "Bearer"
-	}
 	return &d, nil
 }
