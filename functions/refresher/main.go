@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/smithy-go/logging"
 
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/notify"
@@ -74,7 +75,7 @@ func setup(logger *slog.Logger) (*refresher.Engine, error) {
 		return nil, fmt.Errorf("CONCURRENCY: want 1 to 256")
 	}
 	// AWS_ENDPOINT_URL (the SDK's own setting) points the clients at a local stand-in.
-	cfg, err := config.LoadDefaultConfig(context.Background())
+	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithLogger(sdkLogger{logger}))
 	if err != nil {
 		return nil, fmt.Errorf("aws config: %w", err)
 	}
@@ -165,4 +166,18 @@ func (r *envReader) fail(err error) {
 	if r.err == nil {
 		r.err = err
 	}
+}
+
+// sdkLogger routes the AWS SDK's own log lines (e.g. "failed to discard remaining HTTP
+// response body") through slog: its default logger writes text to stderr, and every line
+// the function writes must be JSON. The SDK logs no request or response bodies unless
+// ClientLogMode asks for them, which the function never sets.
+type sdkLogger struct{ l *slog.Logger }
+
+func (s sdkLogger) Logf(c logging.Classification, format string, v ...any) {
+	level := slog.LevelInfo
+	if c == logging.Warn {
+		level = slog.LevelWarn
+	}
+	s.l.Log(context.Background(), level, fmt.Sprintf(format, v...), "source", "aws-sdk")
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
+	"github.com/aws/smithy-go/logging"
 )
 
 func TestSetupRejectsBadEnvironment(t *testing.T) {
@@ -80,5 +81,22 @@ func TestLogsAreJSON(t *testing.T) {
 	}
 	if m["requestId"] != "req-1" || m["token"] != "a" {
 		t.Errorf("log line %v, want requestId req-1 and token a", m)
+	}
+}
+
+// The AWS SDK's own log lines go through the function's JSON handler, not its default
+// text logger on stderr.
+func TestSDKLoggerWritesJSON(t *testing.T) {
+	var buf strings.Builder
+	l := sdkLogger{slog.New(slog.NewJSONHandler(&buf, nil))}
+	l.Logf(logging.Warn, "failed to discard remaining HTTP response body: %s", "use of closed network connection")
+	var line struct {
+		Level, Msg, Source string
+	}
+	if err := json.Unmarshal([]byte(buf.String()), &line); err != nil {
+		t.Fatalf("got %q, want one JSON line: %v", buf.String(), err)
+	}
+	if line.Level != "WARN" || line.Source != "aws-sdk" || !strings.Contains(line.Msg, "use of closed network connection") {
+		t.Errorf("got %+v, want level WARN, source aws-sdk and the SDK's message", line)
 	}
 }
