@@ -189,6 +189,9 @@ func TestValidateNotes(t *testing.T) {
 		{"credentials expire soon, unused field", `{"provider":{"grant":"sahamati_entity","token_url":"https://api.sahamati.org.in/iam/v1/entity/token/generate","entity_id":"e","entity_secret":"` + secret + `",
 			"credentials_expire_at":"2026-11-25T00:00:00Z","client_id":"c"}}`,
 			[]string{"warning: provider.credentials_expire_at: the entity secret expires in 72h", `warning: provider.client_id: not used by grant "sahamati_entity"`}, nil},
+		{"a live copy: the refresher's own fields are known", `{"provider":{"grant":"client_credentials","token_url":"https://a.example/t","client_id":"c","client_secret":"` + secret + `"},
+			"generation":3,"status":"active","version_id":"v3","base_version_id":"v2","seen_refresh_tokens":["0123456789abcdef"]}`,
+			nil, []string{"unknown field", "seen_refresh_tokens"}},
 		{"no credential expiry", `{"provider":{"grant":"sahamati_entity","token_url":"https://api.sahamati.org.in/iam/v1/entity/token/generate","entity_id":"e","entity_secret":"` + secret + `"}}`,
 			[]string{"warning: provider.credentials_expire_at: absent"}, nil},
 	}

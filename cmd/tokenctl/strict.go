@@ -18,7 +18,7 @@ import (
 // provider.authorize_url is unknown to pkg/token: only tokenctl authorize reads it.
 var knownFields = map[string][]string{
 	"": {"provider", "policy", "refresh_token", "refresh_expires_at", "access_token", "token_type", "expires_at",
-		"scope", "generation", "status", "status_reason", "version_id", "base_version_id"},
+		"scope", "generation", "status", "status_reason", "version_id", "base_version_id", "seen_refresh_tokens"},
 	"provider": {"grant", "body", "token_url", "authorize_url", "client_id", "client_secret", "client_auth", "scope",
 		"entity_id", "entity_secret", "credentials_expire_at", "reuse_grace", "default_expires_in"},
 	"policy": {"refresh_margin", "quota_key", "daily_limit", "quota_timezone", "max_writes_per_day"},
