@@ -24,12 +24,6 @@ type describer interface {
 	DescribeSecret(ctx context.Context, in *secretsmanager.DescribeSecretInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.DescribeSecretOutput, error)
 }
 
-// functionError is the payload Lambda returns when the handler returned an error.
-type functionError struct {
-	Message string `json:"errorMessage"`
-	Type    string `json:"errorType"`
-}
-
 // refresh invokes the refresher synchronously for the named tokens and prints its report.
 // Unknown names are refused before anything is invoked.
 func (a *app) refresh(ctx context.Context, args []string) int {
@@ -118,7 +112,7 @@ func (a *app) invoke(ctx context.Context, cmd string, req invocation.Request, as
 	var rep invocation.Report
 	repErr := json.Unmarshal(out.Payload, &rep)
 	if out.FunctionError != nil {
-		var fe functionError
+		var fe invocation.FunctionError
 		if json.Unmarshal(out.Payload, &fe) != nil || fe.Message == "" {
 			fe.Message = strings.TrimSpace(string(out.Payload))
 		}

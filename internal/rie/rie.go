@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 )
 
 // InvokePath is the Lambda Invoke API path the emulator serves; the function is always
@@ -78,12 +80,7 @@ type Result struct {
 }
 
 // FunctionError is the {errorMessage, errorType} document of a failed invocation.
-type FunctionError struct {
-	Message string `json:"errorMessage"`
-	Type    string `json:"errorType"`
-}
-
-func (e *FunctionError) Error() string { return e.Type + ": " + e.Message }
+type FunctionError = invocation.FunctionError
 
 // Start runs the emulator with the bootstrap and waits until its invoke API answers. ctx
 // bounds only the start-up; the emulator runs until Close. The function itself starts on

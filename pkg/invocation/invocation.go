@@ -33,6 +33,15 @@ type Row struct {
 	Error      string `json:"error,omitempty"`
 }
 
+// FunctionError is the payload Lambda returns instead of a Report when the function
+// returned an error, panicked or exited. The refresher never puts a secret in it.
+type FunctionError struct {
+	Message string `json:"errorMessage"`
+	Type    string `json:"errorType"`
+}
+
+func (e *FunctionError) Error() string { return e.Type + ": " + e.Message }
+
 // Report is what an invocation returns.
 type Report struct {
 	RequestID string         `json:"request_id,omitempty"`

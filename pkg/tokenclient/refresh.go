@@ -39,13 +39,6 @@ func (c *Client) ensureOnce(ctx context.Context, d *accessDoc) (did bool, err er
 	return true, err
 }
 
-// functionError is the part of a Lambda error payload worth repeating; the refresher never
-// puts a secret in it.
-type functionError struct {
-	ErrorType    string `json:"errorType"`
-	ErrorMessage string `json:"errorMessage"`
-}
-
 func (c *Client) invoke(ctx context.Context, d *accessDoc) error {
 	ctx, cancel := context.WithTimeout(ctx, invokeTimeout)
 	defer cancel()
@@ -66,10 +59,10 @@ func (c *Client) invoke(ctx context.Context, d *accessDoc) error {
 		return fmt.Errorf("tokenclient: invoke %s: %w", c.functionName, err)
 	}
 	if out.FunctionError != nil {
-		var r functionError
+		var r invocation.FunctionError
 		_ = json.Unmarshal(out.Payload, &r) // best effort: the message is only decoration
 		return fmt.Errorf("tokenclient: invoke %s: function error %s: %s %s",
-			c.functionName, *out.FunctionError, r.ErrorType, cut(r.ErrorMessage, 300))
+			c.functionName, *out.FunctionError, r.Type, cut(r.Message, 300))
 	}
 	// The report says what the refresher did; the secret, re-read next, says what is
 	// published. Only an unusable row is worth an error.
