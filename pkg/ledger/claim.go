@@ -60,13 +60,23 @@ func (l *Ledger) Claim(ctx context.Context, c Claim) error {
 		expression.Name(attrLeaseHolder).Equal(expression.Value(c.Holder)),
 	)
 	inflightCond := expression.Name(attrInflight).AttributeNotExists()
+	upd := expression.Set(expression.Name(attrLeaseHolder), expression.Value(c.Holder)).
+		Set(expression.Name(attrLeaseUntil), expression.Value(c.LeaseUntil.UnixMilli()))
 	if c.ExpectInflight {
-		inflightCond = expression.Name(attrInflight).AttributeExists()
+		// A recovery rewrites the refresh's fields one by one so an escrowed
+		// token in the record survives it; the escrow is sealed for its To, so
+		// a claim for another To is refused while one is there.
+		inflightCond = expression.Name(attrInflight).AttributeExists().And(expression.Or(
+			expression.Name(pathInflightEscrow).AttributeNotExists(),
+			expression.Name(pathInflightTo).Equal(expression.Value(c.To)),
+		))
+		upd = setOrRemove(upd, pathInflightFrom, c.From)
+		upd = setOrRemove(upd, pathInflightTo, c.To)
+		upd = upd.Set(expression.Name(pathInflightStartedAt), expression.Value(formatTime(now)))
+	} else {
+		upd = upd.Set(expression.Name(attrInflight), expression.Value(inflightItem{From: c.From, To: c.To, StartedAt: formatTime(now)}))
 	}
 	cond := leaseFree.And(expression.Name(attrGeneration).Equal(expression.Value(c.Generation)), inflightCond)
-	upd := expression.Set(expression.Name(attrLeaseHolder), expression.Value(c.Holder)).
-		Set(expression.Name(attrLeaseUntil), expression.Value(c.LeaseUntil.UnixMilli())).
-		Set(expression.Name(attrInflight), expression.Value(inflightItem{From: c.From, To: c.To, StartedAt: formatTime(now)}))
 	expr, err := expression.NewBuilder().WithUpdate(upd).WithCondition(cond).Build()
 	if err != nil {
 		return fmt.Errorf("ledger: claim %s: %w", c.Name, err)

@@ -144,6 +144,11 @@ func Day(t time.Time, loc *time.Location) string {
 type Inflight struct {
 	From, To  string
 	StartedAt time.Time
+	// Escrow is the rotated refresh token, sealed by pkg/escrow for (name, To),
+	// when Secrets Manager refused its persist (Ledger.Escrow); nil otherwise.
+	// Only the commit that settles the refresh removes it.
+	Escrow     []byte
+	EscrowedAt time.Time
 }
 
 // Record is one token's state.
@@ -207,10 +212,21 @@ type recordItem struct {
 }
 
 type inflightItem struct {
-	From      string `dynamodbav:"from_version,omitempty"`
-	To        string `dynamodbav:"to_version,omitempty"`
-	StartedAt string `dynamodbav:"started_at,omitempty"`
+	From       string `dynamodbav:"from_version,omitempty"`
+	To         string `dynamodbav:"to_version,omitempty"`
+	StartedAt  string `dynamodbav:"started_at,omitempty"`
+	Escrow     []byte `dynamodbav:"escrow,omitempty"`
+	EscrowedAt string `dynamodbav:"escrowed_at,omitempty"`
 }
+
+// Attribute paths inside inflight (the names of inflightItem's fields).
+const (
+	pathInflightFrom       = attrInflight + ".from_version"
+	pathInflightTo         = attrInflight + ".to_version"
+	pathInflightStartedAt  = attrInflight + ".started_at"
+	pathInflightEscrow     = attrInflight + ".escrow"
+	pathInflightEscrowedAt = attrInflight + ".escrowed_at"
+)
 
 type bucketItem struct {
 	Used           int   `dynamodbav:"used"`
@@ -281,7 +297,10 @@ func toItem(r Record) recordItem {
 		it.LeaseUntil = r.LeaseUntil.UnixMilli()
 	}
 	if r.Inflight != nil {
-		it.Inflight = &inflightItem{From: r.Inflight.From, To: r.Inflight.To, StartedAt: formatTime(r.Inflight.StartedAt)}
+		it.Inflight = &inflightItem{
+			From: r.Inflight.From, To: r.Inflight.To, StartedAt: formatTime(r.Inflight.StartedAt),
+			Escrow: r.Inflight.Escrow, EscrowedAt: formatTime(r.Inflight.EscrowedAt),
+		}
 	}
 	return it
 }
@@ -332,7 +351,11 @@ func decodeRecord(av map[string]types.AttributeValue) (Record, error) {
 		if err != nil {
 			return Record{}, err
 		}
-		r.Inflight = &Inflight{From: it.Inflight.From, To: it.Inflight.To, StartedAt: started}
+		escrowedAt, err := parseTime("inflight.escrowed_at", it.Inflight.EscrowedAt)
+		if err != nil {
+			return Record{}, err
+		}
+		r.Inflight = &Inflight{From: it.Inflight.From, To: it.Inflight.To, StartedAt: started, Escrow: it.Inflight.Escrow, EscrowedAt: escrowedAt}
 	}
 	return r, nil
 }

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -123,7 +124,7 @@ func (l *Ledger) Commit(ctx context.Context, c Commit) (Record, error) {
 type Release struct {
 	Name, Holder string
 	Failure      string    // non-empty: count a failure and record it as last_error (never a secret)
-	KeepInflight bool      // keep inflight for recovery (the provider may have rotated)
+	KeepInflight bool      // keep inflight for recovery (the provider may have rotated); an escrowed inflight is always kept
 	NextDueAt    time.Time // non-zero: when to try again
 	// Published, when positive, records that the access secret now carries
 	// this generation; it is taken only while the record is at that
@@ -134,13 +135,18 @@ type Release struct {
 // Release drops the lease if Holder holds it and returns the record as
 // stored. ErrLeaseLost when another holder has it; nil (and the record as it
 // is) when it is already free with nothing of ours left (a retried release).
+// An inflight that carries an escrow is kept whatever KeepInflight says: it
+// holds the only durable copy of a rotated token, which only the commit that
+// settles the refresh may remove.
 func (l *Ledger) Release(ctx context.Context, r Release) (Record, error) {
 	if r.Name == "" || r.Holder == "" {
 		return Record{}, fmt.Errorf("ledger: release %q: empty name or holder", r.Name)
 	}
 	upd := expression.Remove(expression.Name(attrLeaseHolder)).Remove(expression.Name(attrLeaseUntil))
+	cond := expression.Name(attrLeaseHolder).Equal(expression.Value(r.Holder))
 	if !r.KeepInflight {
 		upd = upd.Remove(expression.Name(attrInflight))
+		cond = cond.And(expression.Name(pathInflightEscrow).AttributeNotExists())
 	}
 	if r.Failure != "" {
 		upd = upd.Add(expression.Name(attrFailures), expression.Value(1)).
@@ -149,7 +155,6 @@ func (l *Ledger) Release(ctx context.Context, r Release) (Record, error) {
 	if !r.NextDueAt.IsZero() {
 		upd = setDue(upd, "", r.NextDueAt)
 	}
-	cond := expression.Name(attrLeaseHolder).Equal(expression.Value(r.Holder))
 	if r.Published > 0 {
 		upd = upd.Set(expression.Name(attrPublished), expression.Value(r.Published))
 		cond = cond.And(expression.Name(attrGeneration).Equal(expression.Value(r.Published)))
@@ -164,7 +169,13 @@ func (l *Ledger) Release(ctx context.Context, r Release) (Record, error) {
 	}
 	if res.item != nil {
 		rec, err := decodeRecord(res.item)
-		if err == nil && rec.LeaseHolder == "" && (r.KeepInflight || rec.Inflight == nil) && (r.Published == 0 || rec.PublishedGeneration >= r.Published) {
+		escrowed := err == nil && rec.Inflight != nil && rec.Inflight.Escrow != nil
+		if !r.KeepInflight && escrowed && rec.LeaseHolder == r.Holder {
+			// Refused for the escrow: release again, keeping the inflight.
+			r.KeepInflight = true
+			return l.Release(ctx, r)
+		}
+		if err == nil && rec.LeaseHolder == "" && (r.KeepInflight || rec.Inflight == nil || escrowed) && (r.Published == 0 || rec.PublishedGeneration >= r.Published) {
 			return rec, nil
 		}
 	}
@@ -191,6 +202,53 @@ func (l *Ledger) Renew(ctx context.Context, name, holder string, generation int6
 		return Record{}, fmt.Errorf("ledger: renew %s: %w", name, ErrLeaseLost)
 	}
 	return res.record("renew", name)
+}
+
+// EscrowWrite puts a rotated refresh token, sealed by pkg/escrow for (Name,
+// To), into the in-flight record, when Secrets Manager refused its persist.
+type EscrowWrite struct {
+	Name, Holder string
+	Generation   int64  // the generation claimed (the record's, unchanged until the commit)
+	To           string // the in-flight target version the value is sealed for
+	Sealed       []byte
+	At           time.Time // when it was escrowed; zero: now
+}
+
+// Escrow writes w.Sealed as inflight.escrow if Holder still holds the record
+// at Generation and the refresh in flight is the one to To. The lease's end
+// is deliberately not part of the fence: the writer may have the only copy
+// of a rotated token, and until a successor claims (which changes the
+// holder) nobody else can have acted on the refresh. ErrLeaseLost when the
+// fence fails; a retry of a write that was applied but not acknowledged
+// returns nil.
+func (l *Ledger) Escrow(ctx context.Context, w EscrowWrite) error {
+	if w.Name == "" || w.Holder == "" || w.To == "" || len(w.Sealed) == 0 {
+		return fmt.Errorf("ledger: escrow %q: empty name, holder, version or value", w.Name)
+	}
+	at := w.At
+	if at.IsZero() {
+		at = l.now()
+	}
+	upd := expression.Set(expression.Name(pathInflightEscrow), expression.Value(w.Sealed)).
+		Set(expression.Name(pathInflightEscrowedAt), expression.Value(formatTime(at)))
+	cond := expression.Name(attrLeaseHolder).Equal(expression.Value(w.Holder)).
+		And(expression.Name(attrGeneration).Equal(expression.Value(w.Generation))).
+		And(expression.Name(pathInflightTo).Equal(expression.Value(w.To)))
+	res, err := l.update(ctx, tokenKey(w.Name), upd, cond)
+	if err != nil {
+		return fmt.Errorf("ledger: escrow %s: %w", w.Name, err)
+	}
+	if !res.failed {
+		return nil
+	}
+	if res.item != nil {
+		// Sealed values are randomised, so an equal one is this very write.
+		r, err := decodeRecord(res.item)
+		if err == nil && r.Inflight != nil && r.Inflight.To == w.To && bytes.Equal(r.Inflight.Escrow, w.Sealed) {
+			return nil
+		}
+	}
+	return fmt.Errorf("ledger: escrow %s: %w", w.Name, ErrLeaseLost)
 }
 
 // errNoItem is returned when an update that should return the item did not.
