@@ -521,6 +521,19 @@ func TestValidate(t *testing.T) {
 		{"refresh_token grant without refresh_token", "form", top("refresh_token", nil), "refresh_token", "required"},
 		{"vault without refresh_token", "json", top("refresh_token", ""), "refresh_token", "required"},
 		{"refresh_token grant basic auth without client_id", "form", prov("client_id", nil), "provider.client_id", "client_auth"},
+		{"refresh_token grant basic auth without client_secret", "form", prov("client_secret", nil), "provider.client_secret", `required for client_auth "basic" (use client_auth "none"`},
+		{"refresh_token grant body auth without client_secret", "form", func(d map[string]any) {
+			prov("client_auth", "body")(d)
+			prov("client_secret", nil)(d)
+		}, "provider.client_secret", `required for client_auth "body"`},
+		{"refresh_token grant default auth without client_secret", "form", func(d map[string]any) {
+			prov("client_auth", nil)(d)
+			prov("client_secret", nil)(d)
+		}, "", ""},
+		{"authorize_url https", "form", prov("authorize_url", "https://auth.example.com/authorize"), "", ""},
+		{"authorize_url loopback http", "form", prov("authorize_url", "http://127.0.0.1:8080/authorize"), "", ""},
+		{"authorize_url http", "form", prov("authorize_url", "http://auth.example.com/authorize"), "provider.authorize_url", "must be an absolute https URL"},
+		{"authorize_url relative", "form", prov("authorize_url", "/authorize"), "provider.authorize_url", "must be an absolute https URL"},
 		{"refresh_token grant auth none without client", "form", func(d map[string]any) {
 			prov("client_id", nil)(d)
 			prov("client_secret", nil)(d)
@@ -590,6 +603,49 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// ValidateForStore adds to Validate the rules for a document a person is about to store.
+func TestValidateForStore(t *testing.T) {
+	now := mustTime(t, "2026-11-22T00:00:00Z")
+	tests := []struct {
+		name  string
+		base  string
+		edit  func(map[string]any)
+		field string // "" means valid
+	}{
+		{"valid", "cc", nil, ""},
+		{"Validate's rules apply", "cc", func(d map[string]any) { sub(d, "provider")["client_auth"] = "none" }, "provider.client_auth"},
+		{"entity credentials expired", "sahamati", func(d map[string]any) { sub(d, "provider")["credentials_expire_at"] = "2026-11-21T00:00:00Z" }, "provider.credentials_expire_at"},
+		{"entity credentials expire now", "sahamati", func(d map[string]any) { sub(d, "provider")["credentials_expire_at"] = "2026-11-22T00:00:00Z" }, "provider.credentials_expire_at"},
+		{"entity credentials expire later", "sahamati", func(d map[string]any) { sub(d, "provider")["credentials_expire_at"] = "2026-11-23T00:00:00Z" }, ""},
+		{"max_writes_per_day 0", "cc", func(d map[string]any) { sub(d, "policy")["max_writes_per_day"] = 0 }, "policy.max_writes_per_day"},
+		{"max_writes_per_day null", "cc", func(d map[string]any) { sub(d, "policy")["max_writes_per_day"] = nil }, "policy.max_writes_per_day"},
+		{"max_writes_per_day 50", "cc", func(d map[string]any) { sub(d, "policy")["max_writes_per_day"] = 50 }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := validBase(t, tt.base)
+			if tt.edit != nil {
+				raw = edit(t, raw, tt.edit)
+			}
+			p := mustParse(t, raw)
+			err := p.ValidateForStore(now)
+			var fe *token.FieldError
+			switch {
+			case tt.field == "" && err != nil:
+				t.Fatalf("got %v, want nil", err)
+			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
+				t.Fatalf("got %v, want a %s error", err, tt.field)
+			}
+			// The refresher does not apply the store-time rules to what is stored.
+			if tt.field != "" && tt.name != "Validate's rules apply" {
+				if err := p.Validate(); err != nil {
+					t.Errorf("Validate: got %v, want nil", err)
+				}
+			}
+		})
+	}
+}
+
 func TestValidateHTTPSMessage(t *testing.T) {
 	// The exact wording operators see for the most common mistake.
 	err := token.ValidateTokenURL("http://auth.example.com/oauth2/token")
@@ -650,104 +706,6 @@ func TestQuota(t *testing.T) {
 				t.Errorf("location: got %v, want %v", got.Location, tt.want.Location)
 			}
 		})
-	}
-}
-
-func TestDue(t *testing.T) {
-	now := mustTime(t, "2026-11-22T00:00:00Z")
-	const defaultMargin = 13 * time.Hour
-	doc := func(status string, expiresIn time.Duration, access bool, policyMargin time.Duration, refreshExpiresIn time.Duration) *token.Private {
-		p := mustParse(t, validBase(t, "form"))
-		p.Status = status
-		if access {
-			p.AccessToken = "at-due-test"
-			p.ExpiresAt = now.Add(expiresIn)
-		} else {
-			p.AccessToken, p.ExpiresAt = "", time.Time{}
-		}
-		p.Policy.RefreshMargin = policyMargin
-		p.RefreshExpiresAt = time.Time{}
-		if refreshExpiresIn != 0 {
-			p.RefreshExpiresAt = now.Add(refreshExpiresIn)
-		}
-		return p
-	}
-	const day = 24 * time.Hour
-	tests := []struct {
-		name    string
-		p       *token.Private
-		wantDue bool
-		reason  string
-	}{
-		{"no access token", doc("active", 0, false, 0, 0), true, "no access token yet"},
-		{"token without expiry", func() *token.Private { p := doc("active", 0, true, 0, 0); p.ExpiresAt = time.Time{}; return p }(), true, "no access token yet"},
-		{"expired", doc("active", -time.Hour, true, 0, 0), true, "access token expires within the refresh margin"},
-		{"inside default margin", doc("active", 10*time.Hour, true, 0, 0), true, "access token expires within the refresh margin"},
-		{"exactly at the margin", doc("active", defaultMargin, true, 0, 0), true, "access token expires within the refresh margin"},
-		{"just outside default margin", doc("active", defaultMargin+time.Second, true, 0, 0), false, ""},
-		{"policy margin wider than default", doc("active", 14*time.Hour, true, 20*time.Hour, 0), true, "access token expires within the refresh margin"},
-		{"policy margin narrower than default wins", doc("active", 2*time.Hour, true, time.Hour, 0), false, ""},
-		{"refresh token within 7 days", doc("active", 20*time.Hour, true, 0, 6*day), true, "refresh token expires within 7 days"},
-		{"refresh token at 7 days", doc("active", 20*time.Hour, true, 0, 7*day), true, "refresh token expires within 7 days"},
-		{"refresh token in 8 days", doc("active", 20*time.Hour, true, 0, 8*day), false, ""},
-		{"needs_reauth expired", doc("needs_reauth", -time.Hour, true, 0, 0), false, ""},
-		{"needs_reauth no token", doc("needs_reauth", 0, false, 0, 0), false, ""},
-		{"needs_reauth refresh lapsing", doc("needs_reauth", time.Hour, true, 0, day), false, ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			due, reason := tt.p.Due(now, defaultMargin)
-			if due != tt.wantDue || reason != tt.reason {
-				t.Errorf("got (%v, %q), want (%v, %q)", due, reason, tt.wantDue, tt.reason)
-			}
-		})
-	}
-}
-
-func TestNextDue(t *testing.T) {
-	expires := mustTime(t, "2026-11-22T12:00:00Z")
-	const margin = 13 * time.Hour
-	tests := []struct {
-		name          string
-		policyMargin  time.Duration
-		refreshExpiry time.Time
-		want          time.Time
-	}{
-		{"default margin", 0, time.Time{}, expires.Add(-margin)},
-		{"policy margin", 2 * time.Hour, time.Time{}, expires.Add(-2 * time.Hour)},
-		{"refresh token lapses later", 0, expires.Add(30 * 24 * time.Hour), expires.Add(-margin)},
-		{"refresh token lapses sooner", 0, expires.Add(3 * 24 * time.Hour), expires.Add(3*24*time.Hour - token.RefreshTokenWarning)},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p := mustParse(t, validBase(t, "form"))
-			p.AccessToken, p.ExpiresAt = "at-next-due", expires
-			p.Policy.RefreshMargin = tt.policyMargin
-			p.RefreshExpiresAt = tt.refreshExpiry
-			got := p.NextDue(margin)
-			if !got.Equal(tt.want) {
-				t.Fatalf("got %v, want %v", got, tt.want)
-			}
-			// NextDue and Due agree: due at that instant, not a second before.
-			if due, _ := p.Due(got, margin); !due {
-				t.Errorf("Due(NextDue) = false, want true")
-			}
-			if due, reason := p.Due(got.Add(-time.Second), margin); due {
-				t.Errorf("Due(NextDue-1s) = true (%s), want false", reason)
-			}
-		})
-	}
-}
-
-// Without an access token the token is due at once: NextDue is not after any real now.
-func TestNextDueWithoutAccessToken(t *testing.T) {
-	p := mustParse(t, validBase(t, "form"))
-	now := mustTime(t, "2026-11-22T00:00:00Z")
-	if got := p.NextDue(13 * time.Hour); got.After(now) {
-		t.Errorf("NextDue: got %v, want no later than now", got)
-	}
-	if due, _ := p.Due(now, 13*time.Hour); !due {
-		t.Error("Due: got false, want true")
 	}
 }
 
