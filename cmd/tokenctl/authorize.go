@@ -42,7 +42,7 @@ func (a *app) authorize(ctx context.Context, args []string) int {
 	file := fs.String("file", "", "settings for a NEW token (a refresh_token document without refresh_token; - for stdin); an existing token keeps its own")
 	business := fs.String("business", "", "business code: authorise scope "+businessScopePrefix+"CODE (replacing any other business in the scope)")
 	like := fs.String("like", "", "for a NEW token: copy the provider settings and policy of this existing token (another business of the same provider)")
-	authURL := fs.String("authorize-url", "", "the provider's authorization endpoint (default: provider.authorize_url, else the provider's RFC 8414 / OpenID metadata)")
+	authURL := fs.String("authorize-url", "", "the provider's authorization endpoint (default: provider.authorize_url, else the provider's RFC 8414 / OpenID metadata); the one used is stored in provider.authorize_url")
 	port := fs.Int("port", 0, "loopback port of the redirect listener, http://127.0.0.1:PORT/callback (default: any free port)")
 	noBrowser := fs.Bool("no-browser", false, "only print the URL (headless use: open it anywhere that can reach this machine's 127.0.0.1)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the approval")

@@ -44,8 +44,6 @@ func (p *Private) Validate() error {
 	return p.Policy.validate(p.Provider)
 }
 
-const credentialsExpiredMsg = "in the past: the entity secret has expired; reset it at Sahamati and store the new one with its new expiry"
-
 // ValidateForStore is Validate plus the rules for a document a person is about to store
 // (tokenctl seed, validate, authorize), which the refresher does not apply to what is
 // already stored: the entity credentials have not expired by now, and a
@@ -56,7 +54,7 @@ func (p *Private) ValidateForStore(now time.Time) error {
 		return err
 	}
 	if exp := p.Provider.CredentialsExpireAt; p.Provider.Grant == GrantSahamatiEntity && !exp.IsZero() && !exp.After(now) {
-		return fieldErr("provider.credentials_expire_at", credentialsExpiredMsg)
+		return fieldErr("provider.credentials_expire_at", "in the past: the entity secret has expired; reset it at Sahamati and store the new one with its new expiry")
 	}
 	if p.Policy.maxWritesGiven && p.Policy.MaxWritesPerDay == 0 {
 		return fieldErr("policy.max_writes_per_day", "want a whole number from 1 to %d (Secrets Manager keeps about 100 versions a day)", MaxWritesPerDayLimit)
