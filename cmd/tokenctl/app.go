@@ -16,6 +16,7 @@ import (
 
 	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
+	"github.com/seed-502fa48b/token-refresher/pkg/secretname"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 )
 
@@ -30,8 +31,6 @@ const (
 	exitNotFound    = 5 // a named token has no private secret (and no record)
 	exitRefused     = 6 // seed refused to replace a refresh token the chain has moved past
 )
-
-const defaultPrefix = "token-refresher/"
 
 // maxDocument is Secrets Manager's limit on a SecretString.
 const maxDocument = 65536
@@ -135,7 +134,7 @@ func (a *app) run(ctx context.Context, args []string) int {
 // envSettings are the settings' defaults from the environment; flags override them.
 func (a *app) envSettings() settings {
 	return settings{
-		prefix:        envOr(a.getenv, "SECRET_PREFIX", defaultPrefix),
+		prefix:        envOr(a.getenv, "SECRET_PREFIX", secretname.DefaultPrefix),
 		table:         a.getenv("STATE_TABLE"),
 		function:      a.getenv("REFRESHER_FUNCTION"),
 		refresherRole: a.getenv("TR_REFRESHER_ROLE_ARN"),
@@ -245,7 +244,7 @@ func (a *app) ledger(ctx context.Context) (*ledger.Ledger, error) {
 }
 
 // privateName is the private secret of token name (docs/design.md §2).
-func (a *app) privateName(name string) string { return a.opts.prefix + "private/" + name }
+func (a *app) privateName(name string) string { return secretname.Private(a.opts.prefix, name) }
 
 // checkName applies the refresher's name rule: seeding any other name would make a
 // token the refresher never adopts and `tokenctl refresh` cannot name.

@@ -42,7 +42,7 @@ func (a *app) authorize(ctx context.Context, args []string) int {
 	file := fs.String("file", "", "settings for a NEW token (a refresh_token document without refresh_token; - for stdin); an existing token keeps its own")
 	business := fs.String("business", "", "business code: authorise scope "+businessScopePrefix+"CODE (replacing any other business in the scope)")
 	like := fs.String("like", "", "for a NEW token: copy the provider settings and policy of this existing token (another business of the same provider)")
-	authURL := fs.String("authorize-url", "", "the provider's authorization endpoint (default: provider.authorize_url, else the provider's RFC 8414 / OpenID metadata)")
+	authURL := fs.String("authorize-url", "", "the provider's authorization endpoint (default: provider.authorize_url, else the provider's RFC 8414 / OpenID metadata); the one used is stored in provider.authorize_url")
 	port := fs.Int("port", 0, "loopback port of the redirect listener, http://127.0.0.1:PORT/callback (default: any free port)")
 	noBrowser := fs.Bool("no-browser", false, "only print the URL (headless use: open it anywhere that can reach this machine's 127.0.0.1)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the approval")
@@ -182,6 +182,9 @@ func (a *app) storeAuthorization(ctx context.Context, sm resourcePolicyAPI, stor
 		doc.Scope = s
 	}
 	doc.Provider.Scope = strings.Join(cfg.Scopes, " ")
+	// The endpoint this authorisation used, given or discovered: authorising again is
+	// then `tokenctl authorize NAME` with nothing else to remember.
+	doc.Provider.AuthorizeURL = cfg.Endpoint.AuthURL
 	doc.Status = token.StatusActive
 	doc.StatusReason = ""
 	// A new authorisation is a document the refresher did not write: no version ids of
@@ -307,7 +310,8 @@ func (a *app) settingsOf(ctx context.Context, store *secretstore.Store, like str
 }
 
 // oauthConfig builds the x/oauth2 configuration from the document, --authorize-url and
-// --business.
+// --business. The authorization endpoint is --authorize-url, else provider.authorize_url,
+// else what the provider's metadata names.
 func (a *app) oauthConfig(ctx context.Context, p *token.Private, authURL, business string) (*oauth2.Config, int) {
 	v := p.Provider
 	if v.Grant != token.GrantRefreshToken || (v.Body != "" && v.Body != token.BodyForm) {
@@ -315,7 +319,7 @@ func (a *app) oauthConfig(ctx context.Context, p *token.Private, authURL, busine
 		return nil, exitUsage
 	}
 	if authURL == "" {
-		authURL = authorizeURLOf(p)
+		authURL = v.AuthorizeURL
 	}
 	if authURL == "" {
 		authURL = discoverAuthorizeURL(ctx, v.TokenURL)
@@ -325,7 +329,7 @@ func (a *app) oauthConfig(ctx context.Context, p *token.Private, authURL, busine
 			"(the provider publishes no RFC 8414 or OpenID metadata naming %s)", v.TokenURL)
 		return nil, exitUsage
 	}
-	if err := token.ValidateTokenURL(authURL); err != nil {
+	if err := token.ValidateAuthorizeURL(authURL); err != nil {
 		a.errorf("authorize", "authorization endpoint: must be an absolute https URL (http only on a loopback host)")
 		return nil, exitUsage
 	}
@@ -359,23 +363,6 @@ func (a *app) oauthConfig(ctx context.Context, p *token.Private, authURL, busine
 	}, exitOK
 }
 
-// authorizeURLOf reads provider.authorize_url, a field pkg/token keeps without knowing it.
-func authorizeURLOf(p *token.Private) string {
-	raw, err := p.Marshal()
-	if err != nil {
-		return ""
-	}
-	var doc struct {
-		Provider struct {
-			AuthorizeURL string `json:"authorize_url"`
-		} `json:"provider"`
-	}
-	if json.Unmarshal(raw, &doc) != nil {
-		return ""
-	}
-	return doc.Provider.AuthorizeURL
-}
-
 // discoverAuthorizeURL asks the token URL's origin for its authorization server metadata
 // (RFC 8414, then OpenID Connect Discovery) and returns the authorization endpoint when
 // the metadata names this very token endpoint; "" otherwise.
@@ -403,7 +390,7 @@ func discoverAuthorizeURL(ctx context.Context, tokenURL string) string {
 		if err != nil || resp.StatusCode != http.StatusOK || meta.TokenEndpoint != tokenURL {
 			continue
 		}
-		if token.ValidateTokenURL(meta.AuthorizationEndpoint) == nil {
+		if token.ValidateAuthorizeURL(meta.AuthorizationEndpoint) == nil {
 			return meta.AuthorizationEndpoint
 		}
 	}

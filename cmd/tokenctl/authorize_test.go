@@ -269,6 +269,70 @@ func TestAuthorizeEndToEnd(t *testing.T) {
 	assertNoSecrets(t, append(rot.Issued(), clientSecret), append(allOut, first, logs.String(), strings.Join(fe.payloads, "\n"))...)
 }
 
+// Issue 16 item 4: authorize stores the authorization endpoint it used, so authorising
+// again is `tokenctl authorize NAME` with nothing else to remember. The token URL carries a
+// query the provider's metadata does not name, so discovery finds no endpoint: the second
+// run can only have taken it from the stored document.
+func TestAuthorizeRemembersEndpoint(t *testing.T) {
+	e := newAWSEnv(t)
+	const clientSecret = "cs-authorize-remember-5e6f7a8b"
+	rot := providersim.NewRotating(providersim.RotatingOptions{ClientID: "tokenctl-app", ClientSecret: clientSecret})
+	t.Cleanup(rot.Close)
+	useLocalEnv(t, e, "http://127.0.0.1:1") // never reached
+	t.Setenv("REFRESHER_FUNCTION", "")      // adopted on the next scheduled run; not what this test is about
+	tokenURL := rot.URL() + "?tenant=acme"
+	doc := strings.Replace(rotatingAuthDoc(rot, clientSecret, false), `"token_url":"`+rot.URL()+`"`, `"token_url":"`+tokenURL+`"`, 1)
+	path := writeFile(t, "acme.json", doc)
+	readDoc := func() *token.Private {
+		t.Helper()
+		_, raw := e.current(t, "acme")
+		p, err := token.ParsePrivate([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	// Nothing names the endpoint: neither the document, nor a flag, nor the metadata.
+	var out, errb strings.Builder
+	code := run(context.Background(), []string{"authorize", "acme", "--no-browser", "--file", path}, &out, &errb)
+	if code != exitUsage || !strings.Contains(errb.String(), "no authorization endpoint") || e.exists(t, "acme") {
+		t.Fatalf("without an endpoint: got exit %d, stderr %q, secret created %v; want %d, no authorization endpoint, none",
+			code, errb.String(), e.exists(t, "acme"), exitUsage)
+	}
+
+	code, stdout1, stderr1, _ := authorizeHeadless(t, "acme", "--file", path, "--authorize-url", rot.AuthorizeURL(), "--business", "acme")
+	if code != exitOK {
+		t.Fatalf("authorize --authorize-url: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout1, stderr1)
+	}
+	first := readDoc()
+	rt1 := first.RefreshToken.Reveal()
+	if got, want := first.Provider.AuthorizeURL, rot.AuthorizeURL(); got != want {
+		t.Errorf("stored provider.authorize_url: got %q, want %q", got, want)
+	}
+	if first.Provider.TokenURL != tokenURL || rot.Live(rt1) != rt1 {
+		t.Errorf("first authorisation: token_url %q (want %q), live refresh token %v", first.Provider.TokenURL, tokenURL, rot.Live(rt1) == rt1)
+	}
+
+	code, stdout2, stderr2, _ := authorizeHeadless(t, "acme")
+	if code != exitOK {
+		t.Fatalf("authorize NAME: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout2, stderr2)
+	}
+	second := readDoc()
+	rt2 := second.RefreshToken.Reveal()
+	if rt2 == rt1 || rot.Live(rt2) != rt2 || rot.Scope(rt2) != "offline_access fund.read target:b/acme" {
+		t.Errorf("second authorisation: new refresh token %v, live %v, scope %q; want a new live token of scope target:b/acme",
+			rt2 != rt1, rot.Live(rt2) == rt2, rot.Scope(rt2))
+	}
+	if second.Provider.AuthorizeURL != rot.AuthorizeURL() || !strings.Contains(stdout2, rot.AuthorizeURL()+"?") {
+		t.Errorf("second authorisation: stored endpoint %q, printed URL in %q; want %s", second.Provider.AuthorizeURL, stdout2, rot.AuthorizeURL())
+	}
+	if got := rot.Authorizations(); got != 2 {
+		t.Errorf("provider authorizations: got %d, want 2", got)
+	}
+	assertNoSecrets(t, append(rot.Issued(), clientSecret), out.String(), errb.String(), stdout1, stderr1, stdout2, stderr2)
+}
+
 // The provider refuses (no business in the scope): nothing is written, exit 1. The
 // document has no authorize_url: tokenctl finds /authorize in the provider's metadata.
 func TestAuthorizeRefused(t *testing.T) {

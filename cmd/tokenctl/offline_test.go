@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seed-502fa48b/token-refresher/pkg/secretname"
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
@@ -305,7 +306,7 @@ func TestSettingsFromEnvAndFlags(t *testing.T) {
 		args []string
 		want settings
 	}{
-		{"defaults", nil, nil, settings{prefix: defaultPrefix}},
+		{"defaults", nil, nil, settings{prefix: secretname.DefaultPrefix}},
 		{"environment", env, nil, settings{"env-prefix/", "env-table", "env-fn", r, adm}},
 		{"global flags win", env, []string{"--prefix", "p/", "--table", "t"}, settings{"p/", "t", "env-fn", r, adm}},
 		{"command flags win", env, []string{"--table", "t", "X", "--function", "f", "--admin-role-arn", "arn:x"}, settings{"env-prefix/", "t", "f", r, "arn:x"}},

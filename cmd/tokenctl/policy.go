@@ -10,6 +10,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/seed-502fa48b/token-refresher/pkg/secretname"
 )
 
 // privatePolicySid names the one statement of a private secret's resource policy.
@@ -102,7 +104,7 @@ func (a *app) policy(args []string) int {
 		return code
 	}
 	if len(pos) != 1 || pos[0] != "private" {
-		a.errorf("policy", "want: policy private (the resource policy of <prefix>private/* secrets)")
+		a.errorf("policy", "want: policy private (the resource policy of %s secrets)", secretname.Private("<prefix>", "*"))
 		return exitUsage
 	}
 	doc, err := privatePolicy(a.opts.refresherRole, a.opts.adminRole)
@@ -111,7 +113,7 @@ func (a *app) policy(args []string) int {
 		return exitUsage
 	}
 	fmt.Fprintln(a.stdout, string(doc))
-	fmt.Fprintf(a.stderr, "apply it: aws secretsmanager put-resource-policy --block-public-policy --secret-id %sprivate/NAME --resource-policy file://policy.json\n", a.opts.prefix)
+	fmt.Fprintf(a.stderr, "apply it: aws secretsmanager put-resource-policy --block-public-policy --secret-id %s --resource-policy file://policy.json\n", secretname.Private(a.opts.prefix, "NAME"))
 	return exitOK
 }
 
@@ -175,7 +177,7 @@ func grantPolicy(partition, region, account, prefix string, names []string, func
 	arns := make([]string, len(names))
 	for i, n := range names {
 		// Secrets Manager appends "-" and 6 random characters to a secret's name.
-		arns[i] = fmt.Sprintf("arn:%s:secretsmanager:%s:%s:secret:%saccess/%s-??????", partition, region, account, prefix, n)
+		arns[i] = fmt.Sprintf("arn:%s:secretsmanager:%s:%s:secret:%s-??????", partition, region, account, secretname.Access(prefix, n))
 	}
 	doc := policyDocument{Version: "2012-10-17", Statement: []policyStatement{{
 		Sid: "ReadAccessTokens", Effect: "Allow", Action: []string{"secretsmanager:GetSecretValue"}, Resource: arns,

@@ -39,6 +39,7 @@ type providerView struct {
 	Grant               string       `json:"grant,omitempty"`
 	Body                string       `json:"body,omitempty"`
 	TokenURL            string       `json:"token_url,omitempty"`
+	AuthorizeURL        string       `json:"authorize_url,omitempty"`
 	ClientID            string       `json:"client_id,omitempty"`
 	ClientSecret        token.Secret `json:"client_secret,omitempty"`
 	ClientAuth          string       `json:"client_auth,omitempty"`
@@ -81,7 +82,7 @@ func newDocumentView(p *token.Private) documentView {
 	v := p.Provider
 	d := documentView{
 		Provider: providerView{
-			Grant: v.Grant, Body: v.Body, TokenURL: v.TokenURL, ClientID: v.ClientID, ClientSecret: v.ClientSecret,
+			Grant: v.Grant, Body: v.Body, TokenURL: v.TokenURL, AuthorizeURL: v.AuthorizeURL, ClientID: v.ClientID, ClientSecret: v.ClientSecret,
 			ClientAuth: v.ClientAuth, Scope: v.Scope, EntityID: v.EntityID, EntitySecret: v.EntitySecret,
 			CredentialsExpireAt: viewTime(v.CredentialsExpireAt), ReuseGrace: viewDuration(v.ReuseGrace),
 			DefaultExpiresIn: viewDuration(v.DefaultExpiresIn),

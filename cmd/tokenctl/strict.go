@@ -13,24 +13,6 @@ import (
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
-// The fields of a private document, per object. pkg/token keeps unknown fields (DESIGN §2),
-// so it cannot tell a typo from an operator's note; tokenctl can, before anything is stored.
-// provider.authorize_url is unknown to pkg/token: only tokenctl authorize reads it.
-var knownFields = map[string][]string{
-	"": {"provider", "policy", "refresh_token", "refresh_expires_at", "access_token", "token_type", "expires_at",
-		"scope", "generation", "status", "status_reason", "version_id", "base_version_id", "seen_refresh_tokens"},
-	"provider": {"grant", "body", "token_url", "authorize_url", "client_id", "client_secret", "client_auth", "scope",
-		"entity_id", "entity_secret", "credentials_expire_at", "reuse_grace", "default_expires_in"},
-	"policy": {"refresh_margin", "quota_key", "daily_limit", "quota_timezone", "max_writes_per_day"},
-}
-
-// grantFields are the provider fields each grant uses; others are reported as unused.
-var grantFields = map[string][]string{
-	token.GrantRefreshToken:      {"grant", "body", "token_url", "authorize_url", "client_id", "client_secret", "client_auth", "scope", "reuse_grace", "default_expires_in"},
-	token.GrantClientCredentials: {"grant", "body", "token_url", "client_id", "client_secret", "client_auth", "scope", "default_expires_in"},
-	token.GrantSahamatiEntity:    {"grant", "token_url", "entity_id", "entity_secret", "credentials_expire_at", "default_expires_in"},
-}
-
 // extensionPrefix marks a field an operator added on purpose; it is kept and never warned about.
 const extensionPrefix = "x_"
 
@@ -38,9 +20,10 @@ const extensionPrefix = "x_"
 const credentialWarning = 7 * 24 * time.Hour
 
 // checkDocument is everything tokenctl checks before a document may be stored: JSON syntax
-// (with line and column), no template placeholder, no misspelt field, JSON types
-// (token.ParsePrivate), meaning (Validate), and the profile rules below. It returns notes
-// for stderr (warnings and explanations). Messages name fields, never values.
+// (with line and column), no field given twice, no template placeholder, no misspelt
+// field (against token's field table), then pkg/token's rules (ParsePrivate for JSON types,
+// ValidateForStore for meaning). It returns notes for stderr (warnings and explanations).
+// Messages name fields, never values.
 func checkDocument(raw []byte, now time.Time) (*token.Private, []string, error) {
 	var doc map[string]any
 	if err := json.Unmarshal(raw, &doc); err != nil {
@@ -63,14 +46,10 @@ func checkDocument(raw []byte, now time.Time) (*token.Private, []string, error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := p.Validate(); err != nil {
+	if err := p.ValidateForStore(now); err != nil {
 		return nil, nil, err
 	}
-	more, err := checkProfile(p, doc, now)
-	if err != nil {
-		return nil, nil, err
-	}
-	return p, append(notes, more...), nil
+	return p, append(notes, profileNotes(p, doc, now)...), nil
 }
 
 // syntaxError says where the JSON breaks, without quoting it: a syntax error's message
@@ -164,22 +143,22 @@ func position(raw []byte, offset int64) (line, col int) {
 // other unknown fields (kept as they are, used by nothing).
 func checkFields(doc map[string]any) ([]string, error) {
 	var notes []string
-	for _, obj := range []string{"", "provider", "policy"} {
+	for _, obj := range token.Sections() {
 		m := doc
-		if obj != "" {
-			child, ok := doc[obj].(map[string]any)
+		if obj != token.SectionTop {
+			child, ok := doc[string(obj)].(map[string]any)
 			if !ok {
 				continue // absent or the wrong type: ParsePrivate names it
 			}
 			m = child
 		}
 		for _, k := range slices.Sorted(maps.Keys(m)) {
-			if slices.Contains(knownFields[obj], k) || strings.HasPrefix(k, extensionPrefix) {
+			if _, known := token.LookupField(obj, k); known || strings.HasPrefix(k, extensionPrefix) {
 				continue
 			}
 			path := dotted(obj, k)
-			if guess := closest(k, obj); guess != nil {
-				return notes, &token.FieldError{Field: path, Msg: fmt.Sprintf("unknown field; did you mean %s?", dotted(guess.obj, guess.name))}
+			if guess, ok := closest(k, obj); ok {
+				return notes, &token.FieldError{Field: path, Msg: fmt.Sprintf("unknown field; did you mean %s?", guess.Path())}
 			}
 			notes = append(notes, fmt.Sprintf("warning: %s: unknown field, kept as it is and used by nothing (name it %s… to silence this)", path, extensionPrefix))
 		}
@@ -187,47 +166,46 @@ func checkFields(doc map[string]any) ([]string, error) {
 	return notes, nil
 }
 
-func dotted(obj, k string) string {
+func dotted[S ~string](obj S, k string) string {
 	if obj == "" {
 		return k
 	}
-	return obj + "." + k
+	return string(obj) + "." + k
 }
-
-type fieldRef struct{ obj, name string }
 
 // closest finds the known field k most likely stands for: the same letters without case
 // and separators, or a small edit away; in its own object first, then in the others
 // (client_secret written at the top level belongs in provider).
-func closest(k, obj string) *fieldRef {
+func closest(k string, obj token.Section) (token.Field, bool) {
 	norm := func(s string) string {
 		return strings.NewReplacer("_", "", "-", "", " ", "").Replace(strings.ToLower(s))
 	}
-	order := []string{obj}
-	for _, o := range []string{"", "provider", "policy"} {
+	order := []token.Section{obj}
+	for _, o := range token.Sections() {
 		if o != obj {
 			order = append(order, o)
 		}
 	}
 	for _, o := range order {
-		best, bestD := "", 3
-		for _, f := range knownFields[o] {
-			if norm(f) == norm(k) {
-				return &fieldRef{o, f}
+		var best token.Field
+		bestD := 3
+		for _, f := range token.FieldsIn(o) {
+			if norm(f.Name) == norm(k) {
+				return f, true
 			}
 			if o != obj {
 				continue // elsewhere only exact matches: every short name is near some other
 			}
 			// At most two edits, and fewer for short names: "status_note" is not "status_reason".
-			if d := editDistance(norm(k), norm(f)); d < bestD && d <= min(2, len(f)/4) {
+			if d := editDistance(norm(k), norm(f.Name)); d < bestD && d <= min(2, len(f.Name)/4) {
 				best, bestD = f, d
 			}
 		}
-		if best != "" {
-			return &fieldRef{o, best}
+		if best.Name != "" {
+			return best, true
 		}
 	}
-	return nil
+	return token.Field{}, false
 }
 
 // editDistance is the Levenshtein distance.
@@ -251,31 +229,27 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// checkProfile applies what each grant needs beyond pkg/token's Validate.
-func checkProfile(p *token.Private, doc map[string]any, now time.Time) ([]string, error) {
+// profileNotes are the warnings and explanations for a valid document: fields its grant
+// does not use, a client secret that is never sent, credentials and refresh tokens near
+// or past expiry, and what reuse_grace means. Every rule that refuses a document is
+// pkg/token's.
+func profileNotes(p *token.Private, doc map[string]any, now time.Time) []string {
 	v := p.Provider
 	var notes []string
 	prov, _ := doc["provider"].(map[string]any)
 	for _, k := range slices.Sorted(maps.Keys(prov)) {
-		if slices.Contains(knownFields["provider"], k) && !slices.Contains(grantFields[v.Grant], k) {
+		if f, known := token.LookupField(token.SectionProvider, k); known && !f.UsedBy(v.Grant) {
 			notes = append(notes, fmt.Sprintf("warning: provider.%s: not used by grant %q", k, v.Grant))
 		}
 	}
-	// client_credentials: Provider.Validate already requires client_secret and refuses "none".
-	if v.Grant == token.GrantRefreshToken {
-		if (v.ClientAuth == token.AuthBasic || v.ClientAuth == token.AuthBody) && v.ClientSecret.IsZero() {
-			return notes, &token.FieldError{Field: "provider.client_secret", Msg: fmt.Sprintf("required for client_auth %q (use client_auth \"none\" for a public client)", v.ClientAuth)}
-		}
-		if v.ClientAuth == token.AuthNone && !v.ClientSecret.IsZero() {
-			notes = append(notes, "warning: provider.client_secret: set, but client_auth \"none\" never sends it: remove it or choose basic or body")
-		}
+	if v.Grant == token.GrantRefreshToken && v.ClientAuth == token.AuthNone && !v.ClientSecret.IsZero() {
+		notes = append(notes, "warning: provider.client_secret: set, but client_auth \"none\" never sends it: remove it or choose basic or body")
 	}
 	if v.Grant == token.GrantSahamatiEntity {
+		// ValidateForStore has refused credentials that have already expired.
 		switch exp := v.CredentialsExpireAt; {
 		case exp.IsZero():
 			notes = append(notes, "warning: provider.credentials_expire_at: absent, so nothing warns before the entity secret expires (60 days after its reset)")
-		case !exp.After(now):
-			return notes, &token.FieldError{Field: "provider.credentials_expire_at", Msg: "in the past: the entity secret has expired; reset it at Sahamati and store the new one with its new expiry"}
 		case exp.Sub(now) < credentialWarning:
 			notes = append(notes, fmt.Sprintf("warning: provider.credentials_expire_at: the entity secret expires in %s; reset it soon", exp.Sub(now).Round(time.Hour)))
 		}
@@ -287,21 +261,5 @@ func checkProfile(p *token.Private, doc map[string]any, now time.Time) ([]string
 	if !p.RefreshExpiresAt.IsZero() && !p.RefreshExpiresAt.After(now) {
 		notes = append(notes, "warning: refresh_expires_at: in the past: the provider will refuse this refresh token; authorise again (tokenctl authorize)")
 	}
-	if raw, ok := prov["authorize_url"]; ok {
-		s, isStr := raw.(string)
-		if !isStr {
-			return notes, &token.FieldError{Field: "provider.authorize_url", Msg: "want a string"}
-		}
-		if err := token.ValidateTokenURL(s); err != nil {
-			return notes, &token.FieldError{Field: "provider.authorize_url", Msg: "must be an absolute https URL (http only on a loopback host)"}
-		}
-	}
-	// ParsePrivate and Validate have refused every other wrong value; they read 0 and null as
-	// "absent", which written out is a mistake.
-	if pol, ok := doc["policy"].(map[string]any); ok {
-		if _, ok := pol["max_writes_per_day"]; ok && p.Policy.MaxWritesPerDay == 0 {
-			return notes, &token.FieldError{Field: "policy.max_writes_per_day", Msg: fmt.Sprintf("want a whole number from 1 to %d (Secrets Manager keeps about 100 versions a day)", token.MaxWritesPerDayLimit)}
-		}
-	}
-	return notes, nil
+	return notes
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/seed-502fa48b/token-refresher/internal/providersim"
 	"github.com/seed-502fa48b/token-refresher/internal/rie"
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
+	"github.com/seed-502fa48b/token-refresher/pkg/secretname"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
@@ -28,7 +29,7 @@ import (
 // Defaults of the stack, matching template.yaml's parameter defaults.
 const (
 	DefaultTable  = "token-refresher-state"
-	DefaultPrefix = "token-refresher/"
+	DefaultPrefix = secretname.DefaultPrefix
 	// DefaultTimeout is the template's function Timeout.
 	DefaultTimeout = 300 * time.Second
 )
@@ -224,7 +225,7 @@ func (s *Stack) SeedDemoTokens(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("localrun: seed %s: %w", name, err)
 		}
-		if _, err := s.Secrets.Create(ctx, s.Prefix+"private/"+name, token.Secret(raw)); err != nil {
+		if _, err := s.Secrets.Create(ctx, secretname.Private(s.Prefix, name), token.Secret(raw)); err != nil {
 			return fmt.Errorf("localrun: seed %s: %w", name, err)
 		}
 	}

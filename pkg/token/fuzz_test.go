@@ -27,7 +27,9 @@ must not carry credentials; must use https; "json" is only for grant "refresh_to
 want "basic", "body" or "none"; required for grant "client_credentials"; required for grant "sahamati_entity";
 required for grant "refresh_token"; "none" cannot authenticate grant "client_credentials";
 required for client_auth "basic"; required for client_auth "body"; must not be negative; must be positive;
-want "active" or "needs_reauth"; unknown time zone; required with policy.quota_key`
+want "active" or "needs_reauth"; unknown time zone; required with policy.quota_key;
+provider.authorize_url must be an absolute https URL (http only on a loopback host);
+(use client_auth "none" for a public client)`
 
 // stringValues returns every string that appears as a value (not as an object key)
 // in raw, as far as raw is well-formed JSON.

@@ -22,6 +22,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/seed-502fa48b/token-refresher/pkg/secretname"
 )
 
 // secretsGetter is the one Secrets Manager call the client needs.
@@ -166,18 +168,7 @@ func tokenNameFrom(secretName string) string {
 			name = name[:j]
 		}
 	}
-	for i := 0; ; {
-		j := strings.Index(name[i:], "access/")
-		if j < 0 {
-			return ""
-		}
-		i += j
-		// Only at the start of a path segment, so "myaccess/" in a prefix does not count.
-		if i == 0 || name[i-1] == '/' {
-			return name[i+len("access/"):]
-		}
-		i += len("access/")
-	}
+	return secretname.TokenOfAccessAnyPrefix(name)
 }
 
 // entry is one read of the secret. Entries are immutable once stored.
@@ -365,10 +356,10 @@ func (c *Client) fetch(ctx context.Context, old *entry, rejected string) (*entry
 		}
 		if e.valid(now) {
 			c.clearFailure()
-			return c.settle(e, now, rejected, true), nil
+			return c.settle(e, now, rejected), nil
 		}
 		// The published token has expired: the refresher is late, failing or stopped.
-		if cur := c.settle(e, now, rejected, false); cur != nil {
+		if cur := c.newerCached(e, now, rejected); cur != nil {
 			return cur, nil
 		}
 		err = fmt.Errorf("%w: %s expired at %s (generation %d)", ErrExpired,
@@ -415,29 +406,42 @@ func (c *Client) readFailed(ctx context.Context, old *entry, now time.Time, err 
 	return nil, err
 }
 
-// settle decides between e and the cached entry. A newer, still-valid generation that
-// was not just rejected wins (Secrets Manager reads are eventually consistent and may
-// briefly return an older version); it is returned, extended by RetryInterval if it
-// is no longer fresh. Otherwise e is cached and returned when replace is set, and nil
-// is returned when it is not.
-func (c *Client) settle(e *entry, now time.Time, rejected string, replace bool) *entry {
+// newerCached returns the cached entry when it should be served instead of e: a newer,
+// still-valid generation that was not just rejected (Secrets Manager reads are eventually
+// consistent and may briefly return an older version), extended by RetryInterval if it is
+// no longer fresh. It returns nil when e should be served.
+func (c *Client) newerCached(e *entry, now time.Time, rejected string) *entry {
+	win, _ := c.preferCached(e, now, rejected)
+	return win
+}
+
+// settle caches e and returns it, unless newerCached has a better entry to serve.
+func (c *Client) settle(e *entry, now time.Time, rejected string) *entry {
 	for {
-		cur := c.cache.Load()
-		if cur != nil && cur.generation > e.generation && !cur.rejected &&
-			cur.valid(now) && (rejected == "" || cur.tok.AccessToken != rejected) {
-			if now.Before(cur.freshUntil) {
-				return cur
-			}
-			if ext := cur.extended(now, c.retryInterval); c.cache.CompareAndSwap(cur, ext) {
-				return ext
-			}
-			continue
-		}
-		if !replace {
-			return nil
+		win, cur := c.preferCached(e, now, rejected)
+		if win != nil {
+			return win
 		}
 		if c.cache.CompareAndSwap(cur, e) {
 			return e
+		}
+	}
+}
+
+// preferCached is newerCached, also returning the cached entry it judged, which settle
+// replaces only if it is still cached.
+func (c *Client) preferCached(e *entry, now time.Time, rejected string) (win, cur *entry) {
+	for {
+		cur := c.cache.Load()
+		if cur == nil || cur.generation <= e.generation || cur.rejected ||
+			!cur.valid(now) || (rejected != "" && cur.tok.AccessToken == rejected) {
+			return nil, cur
+		}
+		if now.Before(cur.freshUntil) {
+			return cur, cur
+		}
+		if ext := cur.extended(now, c.retryInterval); c.cache.CompareAndSwap(cur, ext) {
+			return ext, ext
 		}
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/seed-502fa48b/token-refresher/internal/localrun"
 	"github.com/seed-502fa48b/token-refresher/internal/rie"
 	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
+	"github.com/seed-502fa48b/token-refresher/pkg/secretname"
 )
 
 // runDeadline bounds the demo itself, after the builds (which have none: a first build on
@@ -87,7 +88,7 @@ func demo(ctx context.Context, out io.Writer, root string, o localrun.Options, b
 	if err := stack.SeedDemoTokens(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "  created 3 private secrets under %sprivate/, default policies: %s\n", stack.Prefix, strings.Join(localrun.DemoTokens, ", "))
+	fmt.Fprintf(out, "  created 3 private secrets under %s, default policies: %s\n", secretname.PrivatePrefix(stack.Prefix), strings.Join(localrun.DemoTokens, ", "))
 	sm := secretsmanager.NewFromConfig(stack.AWSConfig)
 
 	event, err := os.ReadFile(filepath.Join(root, "events", "scheduled.json"))
@@ -126,8 +127,8 @@ func demo(ctx context.Context, out io.Writer, root string, o localrun.Options, b
 		for _, r := range rep.Tokens {
 			if r.ExpiresAt != "" {
 				if t, err := time.Parse(time.RFC3339, r.ExpiresAt); err == nil {
-					fmt.Fprintf(out, "  %s: %s — the published access token is valid for another %s; the consumer reads %saccess/%s\n",
-						r.Name, r.Outcome, time.Until(t).Round(time.Second), stack.Prefix, r.Name)
+					fmt.Fprintf(out, "  %s: %s — the published access token is valid for another %s; the consumer reads %s\n",
+						r.Name, r.Outcome, time.Until(t).Round(time.Second), secretname.Access(stack.Prefix, r.Name))
 					fmt.Fprintln(out, "  (ensure refreshes only once less than half of the token's life is left; a consumer asking then gets a new one)")
 				}
 			}
@@ -183,7 +184,7 @@ func printAccess(ctx context.Context, out io.Writer, sm *secretsmanager.Client, 
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  SECRET\tACCESS_TOKEN\tTYPE\tEXPIRES AT\tGEN\tSTATUS")
 	for _, name := range localrun.DemoTokens {
-		id := prefix + "access/" + name
+		id := secretname.Access(prefix, name)
 		v, err := sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(id)})
 		if err != nil {
 			fmt.Fprintf(tw, "  %s\t(not published)\t\t\t\t\n", id)
