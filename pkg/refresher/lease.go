@@ -55,6 +55,14 @@ func (t *tokenRun) claim(q *ledger.QuotaReservation) error {
 	return nil
 }
 
+// quotaUnit is the quota unit one provider attempt spends now; nil without a quota policy.
+func (t *tokenRun) quotaUnit() *ledger.QuotaReservation {
+	if !t.hasQuota {
+		return nil
+	}
+	return &ledger.QuotaReservation{Key: t.quota.Key, Day: ledger.Day(t.e.now(), t.quota.Location), Limit: t.quota.Limit}
+}
+
 func newHolder(ctx context.Context) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/provider"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
@@ -127,14 +126,6 @@ func (t *tokenRun) claimOrReserve() error {
 		return t.reserve()
 	}
 	return t.claimRefresh()
-}
-
-// quotaUnit is the quota unit one provider attempt spends now; nil without a quota policy.
-func (t *tokenRun) quotaUnit() *ledger.QuotaReservation {
-	if !t.hasQuota {
-		return nil
-	}
-	return &ledger.QuotaReservation{Key: t.quota.Key, Day: ledger.Day(t.e.now(), t.quota.Location), Limit: t.quota.Limit}
 }
 
 // reserve spends one more quota unit for another provider attempt.

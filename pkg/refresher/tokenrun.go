@@ -3,37 +3,18 @@ package refresher
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretname"
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
-// versionNamespace makes version ids deterministic: every holder that refreshes from
-// version V at generation g computes the same N, so the first PutSecretValue wins and a
-// second one with other content fails instead of forking the history.
-var versionNamespace = uuid.MustParse("5f1d3c2e-8a7b-4c6d-9e0f-1a2b3c4d5e6f")
-
-// NextVersion is the private version id a refresh from (from, generation-1) writes.
-func NextVersion(from string, generation int64) string {
-	return uuid.NewSHA1(versionNamespace, []byte(fmt.Sprintf("%s/%d", from, generation))).String()
-}
-
-// AccessToken is the idempotency token (and so the version id) of the access-secret write
-// for private version v: a reconcile tells a lagging access secret from its AWSCURRENT id.
-func AccessToken(v string) string {
-	return uuid.NewSHA1(versionNamespace, []byte("access/"+v)).String()
-}
-
 // tokenRun carries one token through one invocation. Its methods live in files named for
 // what they do: the lease (lease.go), one refresh in the order it runs (refresh.go, then
-// persist.go), recovery (recover.go), repairs (rollforward.go), adoption (adopt.go) and
-// the outcome of each (outcome.go).
+// persist.go), recovery (recover.go), repairs (rollforward.go), adoption (adopt.go), the
+// version ids (version.go), retry times (retry.go) and every outcome (outcome.go).
 type tokenRun struct {
 	e      *Engine
 	st     *runState
@@ -69,12 +50,6 @@ func (e *Engine) runToken(ctx context.Context, st *runState, j job) Row {
 	row := t.run(j)
 	e.finishRow(ctx, st, t, &row)
 	return row
-}
-
-// nextVersion is the version id the next write from the committed version takes: a refresh,
-// a merged operator edit, or the version a recovery looks for.
-func (t *tokenRun) nextVersion() string {
-	return NextVersion(t.rec.VersionID, t.rec.Generation+1)
 }
 
 // run gathers what plan needs, plans and executes. Adoption and reading AWSCURRENT change
