@@ -42,23 +42,23 @@ func main() {
 
 func setup(logger *slog.Logger) (*refresher.Engine, error) {
 	env := envReader{}
-	table := env.str("STATE_TABLE", "")
+	table := env.str("STATE_TABLE")
 	if table == "" {
 		return nil, fmt.Errorf("STATE_TABLE: required")
 	}
+	// Only what the environment sets: refresher.New fills every default.
 	opts := refresher.Options{
-		Prefix:           env.str("SECRET_PREFIX", "token-refresher/"),
-		ScheduleInterval: env.duration("SCHEDULE_INTERVAL", 12*time.Hour),
-		SweepInterval:    env.sweep("SWEEP_INTERVAL", 5*time.Minute),
-		Concurrency:      env.int("CONCURRENCY", 8),
+		Prefix:           env.str("SECRET_PREFIX"),
+		ScheduleInterval: env.duration("SCHEDULE_INTERVAL"),
+		SweepInterval:    env.sweep("SWEEP_INTERVAL"),
+		Concurrency:      env.intIn("CONCURRENCY", 1, 256),
 		// Tuning knobs, mostly for tests that need short leases; defaults suit production.
-		ProviderTimeout: env.duration("PROVIDER_TIMEOUT", 10*time.Second),
-		Attempts:        env.int("PROVIDER_ATTEMPTS", 3),
-		Backoff:         env.duration("PROVIDER_BACKOFF", 500*time.Millisecond),
-		PersistBudget:   env.duration("PERSIST_BUDGET", 10*time.Second),
-		ClockSkew:       env.duration("LEASE_SKEW", 5*time.Second),
+		ProviderTimeout: env.duration("PROVIDER_TIMEOUT"),
+		Attempts:        env.int("PROVIDER_ATTEMPTS"),
+		Backoff:         env.duration("PROVIDER_BACKOFF"),
+		PersistBudget:   env.duration("PERSIST_BUDGET"),
+		ClockSkew:       env.duration("LEASE_SKEW"),
 		Logger:          logger,
-		Metrics:         os.Stdout,
 		HTTPClient: &http.Client{Transport: &http.Transport{
 			Proxy:               http.ProxyFromEnvironment,
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
@@ -71,31 +71,26 @@ func setup(logger *slog.Logger) (*refresher.Engine, error) {
 	if env.err != nil {
 		return nil, env.err
 	}
-	if opts.Concurrency < 1 || opts.Concurrency > 256 {
-		return nil, fmt.Errorf("CONCURRENCY: want 1 to 256")
-	}
 	// AWS_ENDPOINT_URL (the SDK's own setting) points the clients at a local stand-in.
 	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithLogger(sdkLogger{logger}))
 	if err != nil {
 		return nil, fmt.Errorf("aws config: %w", err)
 	}
-	opts.Secrets = secretstore.NewWithOptions(secretsmanager.NewFromConfig(cfg), secretstore.Options{KMSKeyID: env.str("KMS_KEY_ID", "")})
+	opts.Secrets = secretstore.NewWithOptions(secretsmanager.NewFromConfig(cfg), secretstore.Options{KMSKeyID: env.str("KMS_KEY_ID")})
 	opts.Ledger = ledger.New(dynamodb.NewFromConfig(cfg), ledger.Options{Table: table})
-	if bus := env.str("EVENT_BUS_NAME", ""); bus != "" {
+	if bus := env.str("EVENT_BUS_NAME"); bus != "" {
 		opts.Notifier = notify.New(eventbridge.NewFromConfig(cfg), notify.Options{EventBusName: bus, Logger: logger})
 	}
 	return refresher.New(opts)
 }
 
 // sweep reads SWEEP_INTERVAL: a duration, or "0"/"off" when no sweep schedule runs.
-func (r *envReader) sweep(key string, def time.Duration) time.Duration {
-	switch v := r.str(key, ""); v {
-	case "":
-		return def
+func (r *envReader) sweep(key string) time.Duration {
+	switch r.str(key) {
 	case "0", "off":
 		return -1
 	}
-	return r.duration(key, def)
+	return r.duration(key)
 }
 
 // logLevel reads AWS_LAMBDA_LOG_LEVEL (Lambda's advanced logging controls); default INFO.
@@ -126,38 +121,43 @@ func (h *requestIDHandler) WithGroup(name string) slog.Handler {
 	return &requestIDHandler{h.Handler.WithGroup(name)}
 }
 
-// envReader reads settings and keeps the first error, naming the variable.
+// envReader reads settings and keeps the first error, naming the variable. An unset
+// variable reads as the zero value, which the engine takes as "use the default".
 type envReader struct{ err error }
 
-func (r *envReader) str(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok && v != "" {
-		return v
-	}
-	return def
-}
+func (r *envReader) str(key string) string { return os.Getenv(key) }
 
-func (r *envReader) duration(key string, def time.Duration) time.Duration {
-	v := r.str(key, "")
+func (r *envReader) duration(key string) time.Duration {
+	v := r.str(key)
 	if v == "" {
-		return def
+		return 0
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {
 		r.fail(fmt.Errorf("%s: want a positive duration like 12h", key))
-		return def
+		return 0
 	}
 	return d
 }
 
-func (r *envReader) int(key string, def int) int {
-	v := r.str(key, "")
+func (r *envReader) int(key string) int {
+	v := r.str(key)
 	if v == "" {
-		return def
+		return 0
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil {
 		r.fail(fmt.Errorf("%s: want a whole number", key))
-		return def
+		return 0
+	}
+	return n
+}
+
+// intIn reads a whole number that, when set, must lie in [lo, hi].
+func (r *envReader) intIn(key string, lo, hi int) int {
+	n := r.int(key)
+	if r.str(key) != "" && r.err == nil && (n < lo || n > hi) {
+		r.fail(fmt.Errorf("%s: want %d to %d", key, lo, hi))
 	}
 	return n
 }

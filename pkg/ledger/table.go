@@ -37,7 +37,7 @@ func CreateTable(ctx context.Context, client tableAPI, table string) error {
 		KeySchema: []types.KeySchemaElement{
 			{AttributeName: aws.String(attrPK), KeyType: types.KeyTypeHash},
 		},
-		// The sweep's sparse index (cross-team contract 1; template.yaml defines the same).
+		// The sweep's sparse due index (docs/design.md §2; template.yaml defines the same).
 		GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{{
 			IndexName: aws.String(DueIndex),
 			KeySchema: []types.KeySchemaElement{

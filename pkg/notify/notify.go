@@ -157,10 +157,21 @@ func (p *Publisher) Publish(ctx context.Context, events ...Event) error {
 	for start := 0; start < len(entries); start += MaxBatch {
 		batch := entries[start:min(start+MaxBatch, len(entries))]
 		for attempt := 1; len(batch) > 0; attempt++ {
-			retry, err := p.send(ctx, batch, attempt == maxAttempts, failed)
+			refused, err := p.send(ctx, batch)
 			if err != nil {
 				callErrs = append(callErrs, err)
 				break
+			}
+			// A retryable refusal is resent while attempts remain; the rest are reported.
+			var retry []pending
+			for _, r := range refused {
+				if attempt < maxAttempts && retryable(r.code) {
+					retry = append(retry, r.pending)
+					continue
+				}
+				failed.Entries = append(failed.Entries, FailedEntry{
+					Token: r.ev.Token, DetailType: r.ev.DetailType, Code: r.code, Message: r.message,
+				})
 			}
 			batch = retry
 		}
@@ -176,9 +187,14 @@ type pending struct {
 	entry types.PutEventsRequestEntry
 }
 
-// send puts one batch and returns the entries worth sending again. Entries failed for good
-// (or on the last attempt) are appended to failed.
-func (p *Publisher) send(ctx context.Context, batch []pending, last bool, failed *FailedEntriesError) ([]pending, error) {
+// refusal is an entry EventBridge did not accept, with its error code and message.
+type refusal struct {
+	pending
+	code, message string
+}
+
+// send puts one batch and returns the entries EventBridge refused, in batch order.
+func (p *Publisher) send(ctx context.Context, batch []pending) ([]refusal, error) {
 	in := &eventbridge.PutEventsInput{Entries: make([]types.PutEventsRequestEntry, len(batch))}
 	for i, b := range batch {
 		in.Entries[i] = b.entry
@@ -196,24 +212,15 @@ func (p *Publisher) send(ctx context.Context, batch []pending, last bool, failed
 		return nil, fmt.Errorf("notify: put %d events on %s: %d failed, but %d result entries came back",
 			len(batch), p.bus, out.FailedEntryCount, len(out.Entries))
 	}
-	var retry []pending
+	var refused []refusal
 	for i, r := range out.Entries {
-		code := aws.ToString(r.ErrorCode)
-		if code == "" {
-			continue
+		if code := aws.ToString(r.ErrorCode); code != "" {
+			refused = append(refused, refusal{pending: batch[i], code: code, message: aws.ToString(r.ErrorMessage)})
 		}
-		if !last && retryable(code) {
-			retry = append(retry, batch[i])
-			continue
-		}
-		failed.Entries = append(failed.Entries, FailedEntry{
-			Token: batch[i].ev.Token, DetailType: batch[i].ev.DetailType,
-			Code: code, Message: aws.ToString(r.ErrorMessage),
-		})
 	}
 	p.log.DebugContext(ctx, "notify: published", "events", len(batch)-int(out.FailedEntryCount),
 		"failed", out.FailedEntryCount, "bus", p.bus)
-	return retry, nil
+	return refused, nil
 }
 
 // retryable lists the PutEvents entry error codes that a resend can cure.

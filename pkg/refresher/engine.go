@@ -18,6 +18,7 @@ import (
 	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/notify"
+	"github.com/seed-502fa48b/token-refresher/pkg/secretname"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
@@ -78,7 +79,8 @@ type notifier interface {
 	Publish(ctx context.Context, events ...notify.Event) error
 }
 
-// Options configures an Engine. Zero durations take the defaults noted.
+// Options configures an Engine. Zero values take the defaults noted, which New alone fills:
+// a caller sets only what it was told.
 type Options struct {
 	Secrets secretStore
 	Ledger  stateTable
@@ -118,7 +120,7 @@ func New(opts Options) (*Engine, error) {
 		return nil, errors.New("refresher: Secrets and Ledger are required")
 	}
 	if opts.Prefix == "" {
-		opts.Prefix = "token-refresher/"
+		opts.Prefix = secretname.DefaultPrefix
 	}
 	if opts.ScheduleInterval <= 0 {
 		opts.ScheduleInterval = 12 * time.Hour
@@ -165,12 +167,6 @@ func New(opts Options) (*Engine, error) {
 // SweepInterval is the configured time between sweeps; negative when no sweep runs.
 func (e *Engine) SweepInterval() time.Duration { return e.opts.SweepInterval }
 
-// horizon is how far ahead a reconcile or sweep refreshes. docs/design.md §3 allows "due before
-// the next sweep"; refreshing at the first sweep at or after next_due_at instead keeps a
-// token's period at least its margin (a 1 h token: 48 refreshes a day, not 57), and the
-// margin — half the lifetime — leaves the sweep interval to spare.
-func (e *Engine) horizon() time.Duration { return 0 }
-
 // reach is how far ahead a reconcile looks at expiry when no sweep runs: to the next
 // reconcile plus an hour, so a run a little early still refreshes what would lapse.
 func (e *Engine) reach(tr trigger) time.Duration {
@@ -204,10 +200,6 @@ const minProviderCall = 3 * time.Second
 func (e *Engine) minStart() time.Duration {
 	return e.opts.PersistBudget + min(e.opts.ProviderTimeout, minProviderCall)
 }
-
-func (e *Engine) privatePrefix() string       { return e.opts.Prefix + "private/" }
-func (e *Engine) privateName(n string) string { return e.opts.Prefix + "private/" + n }
-func (e *Engine) accessName(n string) string  { return e.opts.Prefix + "access/" + n }
 
 func timeLeft(ctx context.Context) (time.Duration, bool) {
 	dl, ok := ctx.Deadline()

@@ -13,7 +13,7 @@ import (
 )
 
 // MetricsNamespace is the CloudWatch namespace of the Embedded Metric Format lines
-// (cross-team contract 4).
+// (docs/design.md §5).
 const MetricsNamespace = "TokenRefresher"
 
 // Expiry warnings that raise a notification.
@@ -64,19 +64,10 @@ var alarmMetric = map[string]string{
 	OutcomeFailed: "Failed", OutcomeInvalidConfig: "InvalidConfig",
 }
 
-// finishRow fills the row from the record, logs it, emits its metrics and notifications.
+// finishRow completes the row (outcome.go), logs it, emits its metrics and notifications.
 // Everything comes from the record and the run: no read per token.
 func (e *Engine) finishRow(ctx context.Context, st *runState, t *tokenRun, row *Row) {
-	row.Name = t.name
-	if t.hasRec {
-		if !t.rec.ExpiresAt.IsZero() {
-			row.ExpiresAt = t.rec.ExpiresAt.UTC().Format(time.RFC3339)
-		}
-		row.Generation = t.rec.Generation
-	}
-	if t.note != "" && row.Outcome != OutcomeFailed {
-		row.Error = joinNote(row.Error, t.note)
-	}
+	t.completeRow(row)
 	now := e.now()
 	fields := map[string]any{"Token": t.name, "Outcome": row.Outcome, "Outcomes": 1, "Trigger": st.trigger.String()}
 	ds := []emfDirective{directive([][]string{{"Outcome"}}, emfMetric{"Outcomes", "Count"})}

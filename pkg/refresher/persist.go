@@ -4,20 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
-// errTakenOver: the lease ended or a renewal failed; this holder writes nothing more.
-var errTakenOver = errors.New("the lease ended before the new version was saved; the next run recovers it")
-
 // persist is step 4: the new version goes to Secrets Manager under TR_PENDING before
-// anything else happens. Retried while the lease holds; the lease is renewed (fenced by
-// holder and generation) while the answer is in hand, and the first failed renewal stops
-// every write. The deterministic ClientRequestToken makes retries idempotent.
+// anything else happens. Retried while the lease holds (fenced, lease.go): the lease is
+// renewed while the answer is in hand, and the first failed renewal stops every write. The
+// deterministic ClientRequestToken makes retries idempotent.
 func (t *tokenRun) persist(next *token.Private, to string) error {
 	next.VersionID = to
 	if t.doc != nil && t.doc.VersionID != t.rec.VersionID && next.BaseVersionID == "" {
@@ -45,64 +41,31 @@ func (t *tokenRun) persist(next *token.Private, to string) error {
 	return fmt.Errorf("new token obtained but not saved (the next run recovers it within the provider's reuse grace): %w", err)
 }
 
-// maxWriteAttempts bounds the retries of one write when the invocation has no deadline
-// (tests, tools); under Lambda the deadline and the lease bound them.
-const maxWriteAttempts = 8
-
-// fenced retries write while this holder's lease lasts, renewing it (fenced by holder and
-// generation) whenever less than half a persist budget is left: no write starts after the
-// lease ends, and the first refused renewal stops every write.
-func (t *tokenRun) fenced(write func(ctx context.Context) error) error {
-	_, hasDeadline := timeLeft(t.ctx)
-	maxBackoff := min(2*time.Second, t.e.opts.PersistBudget/4)
-	backoff := min(100*time.Millisecond, maxBackoff)
-	for attempt := 1; ; attempt++ {
-		if err := t.keepLease(0); err != nil {
-			return err
-		}
-		// A write (with the SDK's own retries) never outlives the lease it started under.
-		wctx, cancel := context.WithDeadline(t.ctx, t.fence)
-		err := write(wctx)
-		cancel()
-		if err == nil || permanent(err) || (!hasDeadline && attempt >= maxWriteAttempts) || t.ctx.Err() != nil {
-			return err
-		}
-		// Renew before sleeping when the sleep would leave too little of the lease.
-		if err := t.keepLease(backoff); err != nil {
-			return err
-		}
-		if !wait(t.ctx, backoff) {
-			return err
-		}
-		backoff = min(2*backoff, maxBackoff)
+// settle is steps 5–7 for version `to`, already in Secrets Manager: commit → label → publish.
+func (t *tokenRun) settle(next *token.Private, to string) Row {
+	if err := t.commit(next, to); err != nil {
+		return rowFor(err)
 	}
+	t.label(to, t.rec.PrevVersionID)
+	if err := t.publish(next); err != nil {
+		return rowFor(err)
+	}
+	return doneRow(next) // finishRow adds t.note
 }
 
-// keepLease renews the lease when less than half a persist budget (plus ahead) is left.
-func (t *tokenRun) keepLease(ahead time.Duration) error {
-	if time.Until(t.fence) < t.e.opts.PersistBudget/2+ahead {
-		return t.renew()
+// commit is step 5 for version `to`, already in Secrets Manager; it releases the lease.
+func (t *tokenRun) commit(doc *token.Private, to string) error {
+	rec, err := t.commitFenced(t.commitFor(doc, to))
+	if err != nil {
+		if errors.Is(err, ledger.ErrLeaseLost) {
+			t.leaseGone()
+			return fmt.Errorf("lease lost before commit: a newer refresh committed; its state is kept")
+		}
+		return fmt.Errorf("commit: %w", err)
 	}
-	return nil
-}
-
-// renew extends the lease by one persist budget, never past the invocation's deadline.
-func (t *tokenRun) renew() error {
-	d := t.e.opts.PersistBudget
-	if left, ok := timeLeft(t.ctx); ok && left < d {
-		d = left
-	}
-	until := t.e.now().Add(d + t.e.opts.ClockSkew)
-	if d < t.e.opts.PersistBudget/2 {
-		return errTakenOver // the invocation ends before another write could finish
-	}
-	if _, err := t.e.opts.Ledger.Renew(t.ctx, t.name, t.holder, t.rec.Generation, until); err != nil {
-		t.log.WarnContext(t.ctx, "lease renewal refused; writing nothing more", "error", err.Error())
-		t.holder = "" // not ours any more: nothing to release
-		return errTakenOver
-	}
-	t.fence = time.Now().Add(d)
-	t.log.InfoContext(t.ctx, "lease renewed while saving the new version")
+	t.committed(rec, doc)
+	t.movedToReauth = doc.Status == token.StatusNeedsReauth
+	t.log.InfoContext(t.ctx, "committed", "version", to, "generation", rec.Generation, "status", doc.Status, "next_due_at", rec.NextDueAt)
 	return nil
 }
 
@@ -124,23 +87,8 @@ func (t *tokenRun) commitFor(doc *token.Private, to string) ledger.Commit {
 	return c
 }
 
-// commit is step 5 for version `to`, already in Secrets Manager; it releases the lease.
-func (t *tokenRun) commit(doc *token.Private, to string) error {
-	rec, err := t.retryCommit(t.commitFor(doc, to))
-	if err != nil {
-		if errors.Is(err, ledger.ErrLeaseLost) {
-			t.holder = ""
-			return fmt.Errorf("lease lost before commit: a newer refresh committed; its state is kept")
-		}
-		return fmt.Errorf("commit: %w", err)
-	}
-	t.rec, t.holder, t.doc = rec, "", doc
-	t.movedToReauth = doc.Status == token.StatusNeedsReauth
-	t.log.InfoContext(t.ctx, "committed", "version", to, "generation", rec.Generation, "status", doc.Status, "next_due_at", rec.NextDueAt)
-	return nil
-}
-
-func (t *tokenRun) retryCommit(c ledger.Commit) (ledger.Record, error) {
+// commitFenced writes the commit while the lease holds; the commit releases the lease.
+func (t *tokenRun) commitFenced(c ledger.Commit) (ledger.Record, error) {
 	var rec ledger.Record
 	err := t.fenced(func(ctx context.Context) error {
 		var err error
@@ -148,6 +96,12 @@ func (t *tokenRun) retryCommit(c ledger.Commit) (ledger.Record, error) {
 		return err
 	})
 	return rec, err
+}
+
+// committed takes the record a commit returned: the lease went with it.
+func (t *tokenRun) committed(rec ledger.Record, doc *token.Private) {
+	t.rec, t.doc = rec, doc
+	t.leaseGone()
 }
 
 // label is step 6: people and tools reading AWSCURRENT see the committed version. A failure
@@ -204,61 +158,4 @@ func (t *tokenRun) noteSecretsErr(err error) {
 	if errors.Is(err, secretstore.ErrThrottled) && !t.st.smThrottled.Swap(true) {
 		t.log.WarnContext(t.ctx, "Secrets Manager is throttling; this run starts no more refreshes")
 	}
-}
-
-func permanent(err error) bool {
-	return errors.Is(err, secretstore.ErrVersionConflict) ||
-		errors.Is(err, secretstore.ErrNotFound) ||
-		errors.Is(err, secretstore.ErrLimitExceeded) ||
-		errors.Is(err, secretstore.ErrInvalidRequest) ||
-		errors.Is(err, ledger.ErrLeaseLost) ||
-		errors.Is(err, ledger.ErrNotFound) ||
-		errors.Is(err, errTakenOver) ||
-		errors.Is(err, context.Canceled)
-}
-
-func wait(ctx context.Context, d time.Duration) bool {
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-tm.C:
-		return true
-	}
-}
-
-// outcomeError carries an outcome other than failed through the steps' error returns.
-type outcomeError struct {
-	outcome string
-	msg     string
-}
-
-func (e *outcomeError) Error() string {
-	if e.msg == "" {
-		return e.outcome
-	}
-	return e.outcome + ": " + e.msg
-}
-
-func isInvalid(err error) bool {
-	var oe *outcomeError
-	return errors.As(err, &oe) && oe.outcome == OutcomeInvalidConfig
-}
-
-// rowFor is the one mapping from a step's error to the token's outcome.
-func rowFor(err error) Row {
-	var oe *outcomeError
-	if errors.As(err, &oe) {
-		return Row{Outcome: oe.outcome, Error: oe.msg}
-	}
-	return Row{Outcome: OutcomeFailed, Error: err.Error()}
-}
-
-func failed(format string, a ...any) Row {
-	return Row{Outcome: OutcomeFailed, Error: fmt.Sprintf(format, a...)}
-}
-
-func invalid(format string, a ...any) Row {
-	return Row{Outcome: OutcomeInvalidConfig, Error: fmt.Sprintf(format, a...)}
 }

@@ -34,9 +34,6 @@ type planInput struct {
 	trigger trigger
 	force   bool
 	now     time.Time
-	// horizon: a reconcile or sweep refreshes what falls due before now+horizon (Engine.horizon
-	// says why it is 0).
-	horizon time.Duration
 	// reach, when set (a reconcile with no sweep running), also makes due a token whose
 	// access token would expire before the next reconcile plus an hour.
 	reach time.Duration
@@ -127,7 +124,7 @@ func plan(in planInput) action {
 		return a
 	}
 	if due, why := isDue(in); due {
-		if free := token.BudgetFreeAt(in.now, rec.Writes, maxWrites(rec)); free.After(in.now) {
+		if free := budgetFreeAt(rec, in.now); free.After(in.now) {
 			a.kind, a.why = actBudget, "write budget used up until "+free.UTC().Format(time.RFC3339)
 			return a
 		}
@@ -156,7 +153,7 @@ func isDue(in planInput) (bool, string) {
 			return true, "ensure: the access token is inside its margin"
 		}
 		return false, ""
-	case !rec.NextDueAt.After(in.now.Add(in.horizon)):
+	case !rec.NextDueAt.After(in.now):
 		return true, "due"
 	case in.reach > 0 && !rec.ExpiresAt.After(in.now.Add(in.reach)):
 		return true, "expires before the next reconcile (no sweep runs)"
@@ -164,9 +161,13 @@ func isDue(in planInput) (bool, string) {
 	return false, ""
 }
 
-func maxWrites(rec *ledger.Record) int {
-	if rec.MaxWrites > 0 {
-		return rec.MaxWrites
-	}
-	return token.DefaultMaxWritesPerDay
+// budgetFreeAt is the write budget decided (docs/design.md §3): the first time at or after
+// now when the token may write one more private version. plan asks it before a refresh and
+// precheck again for the refreshes a recovery starts. The record is the one source: every
+// commit stores the committed document's budget in it.
+func budgetFreeAt(rec *ledger.Record, now time.Time) time.Time {
+	return token.BudgetFreeAt(now, rec.Writes, maxWrites(rec))
 }
+
+// maxWrites is the record's write budget per rolling 24 h.
+func maxWrites(rec *ledger.Record) int { return token.WriteBudget(rec.MaxWrites) }

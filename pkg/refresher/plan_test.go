@@ -33,7 +33,6 @@ func TestPlan(t *testing.T) {
 		{name: "not due", in: planInput{rec: base()}, want: actNotDue},
 		{name: "not due, current is the committed version", in: planInput{rec: base(), current: "v2"}, want: actNotDue},
 		{name: "due", in: planInput{rec: with(func(r *ledger.Record) { r.NextDueAt = now.Add(-time.Second) })}, want: actRefresh},
-		{name: "due before the next sweep", in: planInput{horizon: 5 * time.Minute, rec: with(func(r *ledger.Record) { r.NextDueAt = now.Add(4 * time.Minute) })}, want: actRefresh},
 		{name: "no sweep: expires before the next reconcile", in: planInput{reach: 13 * time.Hour, rec: with(func(r *ledger.Record) { r.ExpiresAt = now.Add(12 * time.Hour) })}, want: actRefresh},
 		{name: "no sweep: lasts past the next reconcile", in: planInput{reach: 13 * time.Hour, rec: with(func(r *ledger.Record) { r.ExpiresAt = now.Add(14 * time.Hour) })}, want: actNotDue},
 		{name: "no access token yet", in: planInput{rec: with(func(r *ledger.Record) { r.ExpiresAt = time.Time{} })}, want: actRefresh},
@@ -99,7 +98,8 @@ func TestMergeEdit(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.edit.Provider.ClientID = "new"
-			merged, stale, _ := mergeEdit(committed, "n5", &tc.edit)
+			m := mergeEdit(committed, "n5", &tc.edit)
+			merged, stale := m.doc, m.stale
 			if stale != tc.wantStale {
 				t.Errorf("stale = %v, want %v", stale, tc.wantStale)
 			}

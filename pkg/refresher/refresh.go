@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/provider"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
@@ -19,12 +18,12 @@ const (
 	sizeHeadroom  = 16 << 10
 )
 
-// refresh is docs/design.md §4 for one token: claim → read → call → persist → commit → label →
-// publish. The committed version is read before the claim (its quota policy is needed to
-// claim) and pinned by the claim's generation condition. Every step returns an error; rowFor
-// maps errors to outcomes in one place; the lease is released once, deferred.
-// interrupted: we hold the lease of a recovery and the old refresh token may be spent.
-func (t *tokenRun) refresh(interrupted bool) Row {
+// refresh is docs/design.md §4 for one token: canStart → read → claim → precheck → call →
+// nextDoc, here in that order, then persist → commit → label → publish (persist.go). The
+// committed version is read before the claim (its quota policy is needed to claim) and
+// pinned by the claim's generation condition. Every step returns an error; rowFor maps
+// errors to outcomes in one place (outcome.go); the lease is released once, deferred.
+func (t *tokenRun) refresh() Row {
 	defer t.release() // a no-op once the commit released the lease
 	if err := t.canStart(); err != nil {
 		return rowFor(err)
@@ -38,18 +37,18 @@ func (t *tokenRun) refresh(interrupted bool) Row {
 	if err := t.claimOrReserve(); err != nil {
 		return rowFor(err)
 	}
-	if err := t.precheck(doc, raw); err != nil {
+	if err := t.precheck(raw); err != nil {
 		return rowFor(err)
 	}
 	res, err := t.call(doc)
-	to := NextVersion(t.rec.VersionID, t.rec.Generation+1)
+	to := t.nextVersion()
 	if errors.Is(err, provider.ErrRejected) {
 		// Another holder refreshing from the same version may have saved N (§4): look first.
 		if found, ok := t.findVersion(to); ok {
 			return t.settle(found, to)
 		}
 	}
-	next, err := t.nextDoc(doc, res, err, interrupted)
+	next, err := t.nextDoc(doc, res, err)
 	if next == nil {
 		return rowFor(err)
 	}
@@ -67,18 +66,6 @@ func (t *tokenRun) refresh(interrupted bool) Row {
 	return t.settle(next, to)
 }
 
-// settle is steps 5–7 for version `to`, already in Secrets Manager.
-func (t *tokenRun) settle(next *token.Private, to string) Row {
-	if err := t.commit(next, to); err != nil {
-		return rowFor(err)
-	}
-	t.label(to, t.rec.PrevVersionID)
-	if err := t.publish(next); err != nil {
-		return rowFor(err)
-	}
-	return t.doneRow(next) // finishRow adds t.note
-}
-
 // canStart: a refresh starts only when its persist budget plus one bounded provider call
 // fit before the deadline, and not after Secrets Manager throttled this run.
 func (t *tokenRun) canStart() error {
@@ -92,102 +79,82 @@ func (t *tokenRun) canStart() error {
 	return nil
 }
 
+// readDoc reads and validates a private version. A bad document is invalid_config.
+func (t *tokenRun) readDoc(versionID string) (*token.Private, error) {
+	doc, _, err := t.readRaw(versionID)
+	return doc, err
+}
+
+func (t *tokenRun) readRaw(versionID string) (*token.Private, []byte, error) {
+	v, err := t.e.opts.Secrets.GetVersion(t.ctx, t.priv, versionID)
+	if errors.Is(err, secretstore.ErrBinary) {
+		return nil, nil, &outcomeError{outcome: OutcomeInvalidConfig, msg: fmt.Sprintf("private secret %s version %s: it holds SecretBinary; want the JSON private document as SecretString", t.priv, versionID)}
+	}
+	if err != nil {
+		t.noteSecretsErr(err)
+		return nil, nil, fmt.Errorf("read private version %s: %w", versionID, err)
+	}
+	raw := []byte(v.Value.Reveal())
+	doc, err := token.ParsePrivate(raw)
+	if err == nil {
+		err = doc.Validate()
+	}
+	if err != nil {
+		return nil, nil, &outcomeError{outcome: OutcomeInvalidConfig, msg: fmt.Sprintf("private secret %s version %s: %v", t.priv, versionID, err)}
+	}
+	return doc, raw, nil
+}
+
+// findVersion reads version id if it exists and is a valid document: the version another
+// holder (or an interrupted refresh) may already have saved.
+func (t *tokenRun) findVersion(id string) (*token.Private, bool) {
+	v, err := t.e.opts.Secrets.GetVersion(t.ctx, t.priv, id)
+	if err != nil {
+		return nil, false
+	}
+	doc, err := token.ParsePrivate([]byte(v.Value.Reveal()))
+	if err != nil {
+		return nil, false
+	}
+	return doc, true
+}
+
 // claimOrReserve takes the lease and one quota unit (step 1), or only the quota unit when the
 // lease is already ours (recovery, adoption).
 func (t *tokenRun) claimOrReserve() error {
 	if t.holder != "" {
 		return t.reserve()
 	}
-	return t.claim(true, false)
-}
-
-// claim takes the lease (and a quota unit when withQuota) in one transaction.
-func (t *tokenRun) claim(withQuota, expectInflight bool) error {
-	if t.holder != "" {
-		return nil
-	}
-	holder := newHolder(t.ctx)
-	d := t.e.refreshBudget()
-	if left, ok := timeLeft(t.ctx); ok && left < d {
-		d = left // the lease covers what this refresh may take, never past the deadline
-	}
-	now := t.e.now()
-	c := ledger.Claim{
-		Name: t.name, Holder: holder, Generation: t.rec.Generation,
-		ExpectInflight: expectInflight, From: t.rec.VersionID, To: NextVersion(t.rec.VersionID, t.rec.Generation+1),
-		LeaseUntil: now.Add(d + t.e.opts.ClockSkew),
-	}
-	if withQuota && t.hasQuota {
-		day := ledger.Day(now, t.quota.Location)
-		c.Quota = &ledger.QuotaReservation{Key: t.quota.Key, Day: day, Limit: t.quota.Limit}
-	}
-	if err := t.e.opts.Ledger.Claim(t.ctx, c); err != nil {
-		return t.claimErr(err)
-	}
-	t.holder, t.fence = holder, time.Now().Add(d)
-	t.rel = ledger.Release{}
-	if c.Quota != nil {
-		t.st.noteQuota(quotaSeen{key: t.quota.Key, day: c.Quota.Day, limit: t.quota.Limit})
-	}
-	return nil
-}
-
-func (t *tokenRun) claimErr(err error) error {
-	var th *ledger.ThrottledError
-	switch {
-	case errors.Is(err, ledger.ErrLeaseHeld):
-		return &outcomeError{outcome: OutcomeLeaseHeld}
-	case errors.Is(err, ledger.ErrQuotaExhausted):
-		return &outcomeError{outcome: OutcomeQuotaExhausted, msg: fmt.Sprintf("daily quota %s of %d used up", t.quota.Key, t.quota.Limit)}
-	case errors.As(err, &th):
-		return &outcomeError{outcome: OutcomeThrottled, msg: "provider throttled until " + th.Until.UTC().Format(time.RFC3339)}
-	}
-	return fmt.Errorf("claim: %w", err)
+	return t.claimRefresh()
 }
 
 // reserve spends one more quota unit for another provider attempt.
 func (t *tokenRun) reserve() error {
-	if !t.hasQuota {
+	q := t.quotaUnit()
+	if q == nil {
 		return nil
 	}
-	q := ledger.QuotaReservation{Key: t.quota.Key, Day: ledger.Day(t.e.now(), t.quota.Location), Limit: t.quota.Limit}
-	if err := t.e.opts.Ledger.ReserveQuota(t.ctx, q); err != nil {
+	if err := t.e.opts.Ledger.ReserveQuota(t.ctx, *q); err != nil {
 		return t.claimErr(err)
 	}
 	t.st.noteQuota(quotaSeen{key: q.Key, day: q.Day, limit: q.Limit})
 	return nil
 }
 
-// release gives the lease back without a commit, with what the steps recorded in t.rel.
-// After a commit (which released the lease) it does nothing.
-func (t *tokenRun) release() {
-	if t.holder == "" {
-		return
-	}
-	r := t.rel
-	r.Name, r.Holder = t.name, t.holder
-	t.holder = ""
-	rec, err := t.e.opts.Ledger.Release(t.ctx, r)
-	if err != nil {
-		t.log.WarnContext(t.ctx, "release lease failed; it expires by itself", "error", err.Error())
-		return
-	}
-	t.rec = rec
-}
-
 // precheck refuses a provider call whose result could not be stored (docs/design.md §4): the
 // document near Secrets Manager's 64 KiB limit, or the write budget (which keeps the secret
-// under the ~100 versions a day Secrets Manager accepts) used up.
-func (t *tokenRun) precheck(doc *token.Private, raw []byte) error {
+// under the ~100 versions a day Secrets Manager accepts) used up. Recovery reaches here
+// without plan's budget check, so it is asked again, of the same rule.
+func (t *tokenRun) precheck(raw []byte) error {
 	if len(raw)+sizeHeadroom > maxSecretSize {
 		t.rel.Failure = "private document too large"
 		t.rel.NextDueAt = t.e.now().Add(retryDelay(t.rec.ConsecutiveFailures + 1))
 		return &outcomeError{outcome: OutcomeFailed, msg: fmt.Sprintf("not called: the private document is %d bytes; with a new token it may pass Secrets Manager's 64 KiB limit (remove unused fields)", len(raw))}
 	}
 	now := t.e.now()
-	if free := token.BudgetFreeAt(now, t.rec.Writes, doc.MaxWrites()); free.After(now) {
+	if free := budgetFreeAt(&t.rec, now); free.After(now) {
 		t.rel.NextDueAt = free
-		return &outcomeError{outcome: OutcomeNotDue, msg: fmt.Sprintf("not called: write budget of %d private versions in 24 h used; next refresh at %s", doc.MaxWrites(), free.UTC().Format(time.RFC3339))}
+		return &outcomeError{outcome: OutcomeNotDue, msg: fmt.Sprintf("not called: write budget of %d private versions in 24 h used; next refresh at %s", maxWrites(&t.rec), free.UTC().Format(time.RFC3339))}
 	}
 	return nil
 }
@@ -229,7 +196,7 @@ func (t *tokenRun) call(doc *token.Private) (*provider.Result, error) {
 
 // nextDoc maps the provider's answer to the version to persist, or to nil and the error
 // that says why nothing is written.
-func (t *tokenRun) nextDoc(doc *token.Private, res *provider.Result, err error, interrupted bool) (*token.Private, error) {
+func (t *tokenRun) nextDoc(doc *token.Private, res *provider.Result, err error) (*token.Private, error) {
 	next := doc.Clone()
 	next.Generation = t.rec.Generation + 1
 	next.Remember(doc.RefreshToken)
@@ -259,11 +226,7 @@ func (t *tokenRun) nextDoc(doc *token.Private, res *provider.Result, err error, 
 		return next, nil
 
 	case errors.Is(err, provider.ErrRejected):
-		reason := "provider rejected the refresh: " + rejection(err)
-		if interrupted || t.rel.KeepInflight { // an earlier attempt may have rotated it
-			reason = interruptedReason + " (" + rejection(err) + ")"
-		}
-		next.Status, next.StatusReason = token.StatusNeedsReauth, reason
+		next.Status, next.StatusReason = token.StatusNeedsReauth, t.rejectedReason(err)
 		return next, nil
 
 	case errors.Is(err, provider.ErrThrottled):
@@ -283,60 +246,4 @@ func (t *tokenRun) nextDoc(doc *token.Private, res *provider.Result, err error, 
 	t.rel.Failure = err.Error()
 	t.rel.NextDueAt = t.e.now().Add(retryDelay(t.rec.ConsecutiveFailures + 1))
 	return nil, err
-}
-
-// retryDelay backs a failing token off: 5 min doubling to 1 h.
-func retryDelay(failures int) time.Duration {
-	d := 5 * time.Minute
-	for i := 1; i < failures && d < time.Hour; i++ {
-		d *= 2
-	}
-	return min(d, time.Hour)
-}
-
-func rejection(err error) string {
-	var pe *provider.Error
-	if errors.As(err, &pe) {
-		s := fmt.Sprintf("%d", pe.Status)
-		if pe.Code != "" {
-			s += " " + pe.Code
-		}
-		if pe.Message != "" {
-			s += ": " + pe.Message
-		}
-		return s
-	}
-	return err.Error()
-}
-
-// throttledUntil honours Retry-After; otherwise the next quota day, or the next reconcile.
-func (t *tokenRun) throttledUntil(err error) time.Time {
-	now := t.e.now()
-	var pe *provider.Error
-	if errors.As(err, &pe) && pe.RetryAfter > 0 {
-		return now.Add(pe.RetryAfter)
-	}
-	if t.hasQuota {
-		y, m, d := now.In(t.quota.Location).Date()
-		return time.Date(y, m, d+1, 0, 0, 0, 0, t.quota.Location)
-	}
-	return now.Add(t.e.opts.ScheduleInterval)
-}
-
-// markThrottled records the throttle in every quota day it covers, so other tokens of the
-// same quota wait too; the token's own next_due_at moves with the release either way.
-func (t *tokenRun) markThrottled(until time.Time) {
-	if !t.hasQuota {
-		return
-	}
-	last := ledger.Day(until, t.quota.Location)
-	for at := t.e.now(); ; at = at.Add(24 * time.Hour) {
-		day := ledger.Day(at, t.quota.Location)
-		if err := t.e.opts.Ledger.Throttle(t.ctx, t.quota.Key, day, until); err != nil {
-			t.log.WarnContext(t.ctx, "recording the throttle failed", "error", err.Error())
-		}
-		if day >= last {
-			return
-		}
-	}
 }

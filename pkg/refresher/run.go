@@ -2,8 +2,6 @@ package refresher
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,10 +14,12 @@ import (
 
 	"github.com/seed-502fa48b/token-refresher/pkg/invocation"
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
+	"github.com/seed-502fa48b/token-refresher/pkg/secretname"
 )
 
 // EnsureAlias is the Lambda alias consumers invoke: through it only {"ensure":[…]} is
-// accepted, so a consumer's invoke permission cannot force a refresh (contract 3).
+// accepted, so a consumer's invoke permission cannot force a refresh (docs/design.md §3,
+// triggers).
 const EnsureAlias = "ensure"
 
 // Handle is the Lambda handler: it parses the event, runs it and returns the report — with
@@ -85,7 +85,7 @@ func (e *Engine) Run(ctx context.Context, req Request) (*Report, error) {
 	for i := range jobs {
 		if jobs[i].row != nil {
 			rows[i] = *jobs[i].row
-			e.finishRow(ctx, st, &tokenRun{e: e, st: st, ctx: ctx, name: jobs[i].name, log: e.log.With("token", jobs[i].name)}, &rows[i])
+			e.finishRow(ctx, st, e.newTokenRun(ctx, st, jobs[i].name), &rows[i])
 			continue
 		}
 		sem <- struct{}{}
@@ -132,7 +132,7 @@ func triggerOf(req Request) trigger {
 func (e *Engine) jobs(ctx context.Context, tr trigger, req Request) ([]job, error) {
 	switch tr {
 	case triggerSweep:
-		recs, err := e.opts.Ledger.Due(ctx, e.now().Add(e.horizon()))
+		recs, err := e.opts.Ledger.Due(ctx, e.now())
 		if err != nil {
 			return nil, fmt.Errorf("refresher: sweep: %w", err)
 		}
@@ -160,13 +160,13 @@ func (e *Engine) jobs(ctx context.Context, tr trigger, req Request) ([]job, erro
 	}
 	access := map[string]string{}
 	for _, en := range entries {
-		if n, ok := strings.CutPrefix(en.Name, e.opts.Prefix+"access/"); ok && en.DeletedDate.IsZero() {
+		if n, ok := secretname.TokenOfAccess(e.opts.Prefix, en.Name); ok && en.DeletedDate.IsZero() {
 			access[n] = en.Current
 		}
 	}
 	var jobs []job
 	for _, en := range entries {
-		name, ok := strings.CutPrefix(en.Name, e.privatePrefix())
+		name, ok := secretname.TokenOfPrivate(e.opts.Prefix, en.Name)
 		if !ok {
 			continue
 		}
@@ -188,14 +188,4 @@ func namedJobs(names []string) []job {
 		jobs[i] = job{name: n}
 	}
 	return jobs
-}
-
-func newHolder(ctx context.Context) string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	id := "local"
-	if lc, ok := lambdacontext.FromContext(ctx); ok && lc.AwsRequestID != "" {
-		id = lc.AwsRequestID
-	}
-	return id + "/" + hex.EncodeToString(b[:])
 }

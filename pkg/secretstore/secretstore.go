@@ -114,15 +114,18 @@ func hasStage(stages []string, stage string) bool {
 	return false
 }
 
-// List returns the sorted names of live secrets whose name starts with prefix.
+// List returns the sorted names of live secrets whose name starts with prefix: the Entries
+// not scheduled for deletion.
 func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
-	entries, err := s.list(ctx, prefix, false)
+	entries, err := s.Entries(ctx, prefix)
 	if err != nil {
 		return nil, err
 	}
 	var names []string
 	for _, e := range entries {
-		names = append(names, e.Name)
+		if e.DeletedDate.IsZero() {
+			names = append(names, e.Name)
+		}
 	}
 	return names, nil
 }
@@ -140,19 +143,10 @@ type Entry struct {
 
 // Entries lists the secrets whose name starts with prefix, those scheduled
 // for deletion included, sorted by name; no secret value is read.
+// The service's name filter is only a pre-selection (its matching rules are
+// looser than a byte prefix), so every name is checked again here.
 func (s *Store) Entries(ctx context.Context, prefix string) ([]Entry, error) {
-	return s.list(ctx, prefix, true)
-}
-
-// list is List and Entries: the service's name filter is only a
-// pre-selection (its matching rules are looser than a byte prefix), so every
-// name is checked again here. Without withDeleted, secrets scheduled for
-// deletion are neither asked for nor kept.
-func (s *Store) list(ctx context.Context, prefix string, withDeleted bool) ([]Entry, error) {
-	in := &secretsmanager.ListSecretsInput{}
-	if withDeleted {
-		in.IncludePlannedDeletion = aws.Bool(true)
-	}
+	in := &secretsmanager.ListSecretsInput{IncludePlannedDeletion: aws.Bool(true)}
 	// A leading "!" would turn the filter into a negation; such a prefix
 	// matches no valid name anyway, and the check below handles it.
 	if prefix != "" && !strings.HasPrefix(prefix, "!") {
@@ -167,7 +161,7 @@ func (s *Store) list(ctx context.Context, prefix string, withDeleted bool) ([]En
 		}
 		for _, e := range page.SecretList {
 			name := aws.ToString(e.Name)
-			if (!withDeleted && e.DeletedDate != nil) || !strings.HasPrefix(name, prefix) {
+			if !strings.HasPrefix(name, prefix) {
 				continue
 			}
 			out = append(out, Entry{Name: name, Current: currentOf(e.SecretVersionsToStages), DeletedDate: aws.ToTime(e.DeletedDate)})

@@ -21,8 +21,12 @@ const (
 const KeepAliveInterval = 24 * time.Hour
 
 // MaxWrites is the token's write budget per rolling 24 h.
-func (p *Private) MaxWrites() int {
-	if n := p.Policy.MaxWritesPerDay; n > 0 && n <= MaxWritesPerDayLimit {
+func (p *Private) MaxWrites() int { return WriteBudget(p.Policy.MaxWritesPerDay) }
+
+// WriteBudget is the write budget per rolling 24 h that a configured or recorded value n
+// stands for: n itself from 1 to MaxWritesPerDayLimit, otherwise DefaultMaxWritesPerDay.
+func WriteBudget(n int) int {
+	if n > 0 && n <= MaxWritesPerDayLimit {
 		return n
 	}
 	return DefaultMaxWritesPerDay

@@ -1,0 +1,58 @@
+package refresher
+
+import "github.com/seed-502fa48b/token-refresher/pkg/token"
+
+// recover settles a refresh whose holder died (docs/design.md §4, recovery): roll its saved
+// version forward, or give it up for an operator's edit, or retry it with the old refresh
+// token.
+func (t *tokenRun) recover(in *planInput) Row {
+	if err := t.claimLease(); err != nil {
+		return rowFor(err)
+	}
+	defer t.release()
+	to := t.nextVersion()
+	if doc, ok := t.findVersion(to); ok {
+		t.log.InfoContext(t.ctx, "rolling forward an interrupted refresh", "version", to)
+		row := t.settle(doc, to)
+		if row.Outcome != OutcomeFailed && in.currentDoc != nil && in.current != "" && in.current != to {
+			// The edit that waited for this recovery is now a copy of a superseded version.
+			if _, err := t.adoptEdit(in.current, in.currentDoc); err != nil {
+				return rowFor(err)
+			}
+		}
+		return row
+	}
+	if in.currentDoc != nil && in.current != t.rec.VersionID {
+		// The interrupted refresh's version was never written: the edit supersedes it.
+		force, err := t.adoptEdit(in.current, in.currentDoc)
+		if err != nil {
+			return rowFor(err)
+		}
+		if force || t.st.force {
+			return t.refresh()
+		}
+		in.current = t.rec.VersionID
+		if a := plan(planInput{trigger: in.trigger, now: t.e.now(), rec: &t.rec}); a.kind == actRefresh {
+			return t.refresh()
+		}
+		return Row{Outcome: OutcomeNotDue}
+	}
+	doc, err := t.readDoc(t.rec.VersionID)
+	if err != nil {
+		return rowFor(err)
+	}
+	t.doc = doc
+	if doc.Status != token.StatusActive || (t.rec.Status != "" && t.rec.Status != token.StatusActive) {
+		return Row{Outcome: OutcomeNeedsReauth, Error: reasonOfRecord(t.rec)}
+	}
+	return t.refreshInterrupted()
+}
+
+// refreshInterrupted retries the interrupted refresh under the recovery's lease. The old
+// refresh token may be spent, so the refresh stays in flight until it commits, and a
+// rejection says the refresh was interrupted rather than that the provider refused it.
+func (t *tokenRun) refreshInterrupted() Row {
+	t.log.InfoContext(t.ctx, "retrying an interrupted refresh with the old refresh token")
+	t.rel.KeepInflight = true
+	return t.refresh()
+}

@@ -1,0 +1,49 @@
+package refresher
+
+import (
+	"errors"
+
+	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
+	"github.com/seed-502fa48b/token-refresher/pkg/token"
+)
+
+// rollForward finishes steps 6 and 7 of an already committed version: it moves AWSCURRENT
+// from a.labelFrom and republishes when a.publish. accessFrom is the access secret's
+// AWSCURRENT when it is some other version: a publish replayed with the committed version's
+// token is idempotent and does not move the label back, so it is moved.
+func (t *tokenRun) rollForward(a action, accessFrom string) Row {
+	if err := t.claimLease(); err != nil {
+		return rowFor(err)
+	}
+	defer t.release()
+	doc, err := t.readDoc(t.rec.VersionID)
+	if err != nil {
+		return rowFor(err)
+	}
+	t.doc = doc
+	if a.labelFrom != "" {
+		if err := t.e.opts.Secrets.MoveCurrent(t.ctx, t.priv, t.rec.VersionID, a.labelFrom); err != nil && !errors.Is(err, secretstore.ErrStageMoved) {
+			t.noteSecretsErr(err)
+			return failed("label committed version: %v", err)
+		}
+	}
+	if a.publish {
+		if err := t.publishDoc(doc, t.rec.Generation, t.rec.VersionID); err != nil {
+			return failed("publish: %v", err)
+		}
+		if accessFrom != "" {
+			err := t.e.opts.Secrets.MoveCurrent(t.ctx, t.access, AccessToken(t.rec.VersionID), accessFrom)
+			if err != nil && !errors.Is(err, secretstore.ErrStageMoved) {
+				return failed("publish: move the access secret's AWSCURRENT: %v", err)
+			}
+		}
+		t.log.InfoContext(t.ctx, "access secret republished", "generation", t.rec.Generation)
+		// published_generation catches up; due_at goes back to next_due_at (a failed
+		// publish put the record in the sweep index early).
+		t.rel.Published, t.rel.NextDueAt = t.rec.Generation, t.rec.NextDueAt
+	}
+	if doc.Status != token.StatusActive {
+		return Row{Outcome: OutcomeNeedsReauth, Error: reasonOf(doc)}
+	}
+	return Row{Outcome: OutcomeNotDue}
+}
