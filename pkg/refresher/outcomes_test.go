@@ -98,7 +98,7 @@ func TestTransientFailureThenRecovery(t *testing.T) {
 	}
 }
 
-// The function writes CloudWatch Embedded Metric Format lines (contract 4): per token its
+// The function writes CloudWatch Embedded Metric Format lines (docs/design.md §4): per token its
 // outcome and gauges (with the [Token] and [] dimension sets), per run the heartbeat and the
 // quota of every key it spent — without a DynamoDB read per token.
 func TestEmbeddedMetrics(t *testing.T) {
