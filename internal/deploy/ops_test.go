@@ -120,9 +120,9 @@ func TestHeartbeatAlarm(t *testing.T) {
 	t.Parallel()
 	tmpl := loadTransformed(t)
 	p := obj(t, tmpl, "Resources", "HeartbeatAlarm", "Properties")
-	for _, v := range strs(obj(t, tmpl, "Parameters", "ScheduleInterval")["AllowedValues"]) {
-		s := newStack(t, tmpl, map[string]string{"ScheduleInterval": v})
-		interval, err := time.ParseDuration(v)
+	for _, v := range strs(obj(t, tmpl, "Parameters", "ScheduleExpression")["AllowedValues"]) {
+		s := newStack(t, tmpl, map[string]string{"ScheduleExpression": v})
+		interval, err := rateDuration(v)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -240,8 +240,8 @@ func TestTokenEventsRule(t *testing.T) {
 func TestDashboard(t *testing.T) {
 	t.Parallel()
 	tmpl := loadTransformed(t)
-	for _, interval := range []string{"12h", "30m"} {
-		s := newStack(t, tmpl, map[string]string{"ScheduleInterval": interval})
+	for _, interval := range []string{"rate(12 hours)", "rate(30 minutes)"} {
+		s := newStack(t, tmpl, map[string]string{"ScheduleExpression": interval})
 		body := s.str(obj(t, tmpl, "Resources", "Dashboard", "Properties")["DashboardBody"])
 		var dash struct {
 			Widgets []struct {
@@ -286,8 +286,8 @@ func TestDashboard(t *testing.T) {
 					t.Errorf("widget %q: %s not for the refresher function: %v", title, name, row)
 				}
 			}
-			if strings.Contains(title, "status") && scalar(w.Properties["period"]) != strconv.Itoa(map[string]int{"12h": 43200, "30m": 1800}[interval]) {
-				t.Errorf("ScheduleInterval %s: status widget period %v, want the reconcile interval", interval, w.Properties["period"])
+			if strings.Contains(title, "status") && scalar(w.Properties["period"]) != strconv.Itoa(map[string]int{"rate(12 hours)": 43200, "rate(30 minutes)": 1800}[interval]) {
+				t.Errorf("ScheduleExpression %s: status widget period %v, want the reconcile interval", interval, w.Properties["period"])
 			}
 		}
 		for m := range metrics {
