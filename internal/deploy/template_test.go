@@ -136,7 +136,7 @@ func TestFunction(t *testing.T) {
 			}
 		}
 	}
-	// Cross-team contract 2: the template publishes token events on the default bus.
+	// The template publishes token events on the default bus.
 	if got := env["EVENT_BUS_NAME"]; got != "default" {
 		t.Errorf("env EVENT_BUS_NAME: got %v, want default", got)
 	}
