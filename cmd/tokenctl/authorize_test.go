@@ -107,7 +107,7 @@ func startRefresher(t *testing.T, e awsEnv, logs io.Writer) (*lambdaFrontEnd, st
 	return fe, srv.URL
 }
 
-// useLocalEnv sets the environment the README's tutorial exports: moto for Secrets Manager
+// useLocalEnv sets the environment docs/tokenctl.md's tutorial exports: moto for Secrets Manager
 // and DynamoDB, the Lambda front end for Invoke, nothing from the machine's AWS setup.
 func useLocalEnv(t *testing.T, e awsEnv, lambdaURL string) {
 	t.Helper()
