@@ -65,7 +65,7 @@ func (a *app) seed(ctx context.Context, args []string) int {
 	store := secretstore.New(sm)
 	secret := a.privateName(name)
 	// A new token is a new authorisation: nothing it could be a stale copy of.
-	created, err := markAuthorized(body, authorizationTime(a.now(), p))
+	created, err := markAuthorized(body, a.now())
 	if err != nil {
 		a.errorf("seed", "%s: %v", name, err)
 		return exitFail
@@ -100,7 +100,7 @@ func (a *app) seed(ctx context.Context, args []string) int {
 		}
 		switch {
 		case *replace && base.bringsNewRefreshToken(p):
-			if body, err = markAuthorized(body, authorizationTime(a.now(), base.doc, p)); err != nil {
+			if body, err = markAuthorized(body, authorizationTime(a.now(), base.doc)); err != nil {
 				a.errorf("seed", "%s: %v", name, err)
 				return exitFail
 			}
@@ -233,15 +233,14 @@ func (st committedState) ignoredRefreshToken(doc *token.Private) bool {
 	return st.recorded && st.differentRefreshToken(doc) && !doc.NewAuthorizationOver(st.doc)
 }
 
-// authorizationTime is the authorized_at that marks a new authorisation made at now: now,
-// or just after the latest mark it must supersede when that is not earlier (a clock
-// behind, or a mark written in the future), so that the refresher always adopts it.
-func authorizationTime(now time.Time, over ...*token.Private) time.Time {
+// authorizationTime is the authorized_at that marks a new authorisation made at now over
+// the document it supersedes (nil: none): now, or just after that document's mark when now
+// is not later (a clock behind, or a mark written in the future), so that the refresher
+// always adopts it.
+func authorizationTime(now time.Time, over *token.Private) time.Time {
 	at := now.UTC()
-	for _, p := range over {
-		if p != nil && !at.After(p.AuthorizedAt) {
-			at = p.AuthorizedAt.UTC().Add(time.Nanosecond)
-		}
+	if over != nil && !at.After(over.AuthorizedAt) {
+		at = over.AuthorizedAt.UTC().Add(time.Nanosecond)
 	}
 	return at
 }
