@@ -23,7 +23,7 @@ import (
 func (a *app) seed(ctx context.Context, args []string) int {
 	fs := a.flagSet("seed")
 	file := fs.String("file", "", "the private document (- for stdin)")
-	replace := fs.Bool("replace-refresh-token", false, "store the document's refresh token even though the token's chain has moved past it")
+	replace := fs.Bool("replace-refresh-token", false, "store the document's refresh token even though the token's chain has moved past it, marked as a new authorisation (authorized_at now)")
 	pos, code, ok := parse(fs, args, "seed NAME --file DOC.json [--replace-refresh-token]")
 	if !ok {
 		return code
