@@ -231,10 +231,10 @@ func readPrivate(ctx context.Context, s *secretstore.Store, name, id string) (*t
 
 // privateValues returns the secret fields of every private version.
 func privateValues(ctx context.Context, s *secretstore.Store, name string) ([]string, error) {
-	vs, err := s.Versions(ctx, name)
-	if errors.Is(err, secretstore.ErrNotFound) {
-		return nil, nil
+	if ok, err := exists(ctx, s, name); !ok {
+		return nil, err
 	}
+	vs, err := s.Versions(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("invariant: %w", err)
 	}
@@ -249,16 +249,29 @@ func privateValues(ctx context.Context, s *secretstore.Store, name string) ([]st
 	return out, nil
 }
 
+// exists asks with GetSecretValue, which answers a missing secret with not-found (moto
+// answers ListSecretVersionIds on a missing secret with a 500).
+func exists(ctx context.Context, s *secretstore.Store, name string) (bool, error) {
+	_, err := s.GetCurrent(ctx, name)
+	switch {
+	case errors.Is(err, secretstore.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("invariant: %w", err)
+	}
+	return true, nil
+}
+
 type accessVersion struct {
 	info secretstore.VersionInfo
 	doc  token.Access
 }
 
 func readAccess(ctx context.Context, s *secretstore.Store, name string) ([]accessVersion, error) {
-	infos, err := s.Versions(ctx, name)
-	if errors.Is(err, secretstore.ErrNotFound) {
-		return nil, nil
+	if ok, err := exists(ctx, s, name); !ok {
+		return nil, err
 	}
+	infos, err := s.Versions(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("invariant: %w", err)
 	}

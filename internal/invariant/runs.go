@@ -128,13 +128,12 @@ func (r *Runs) violations() []Violation {
 	refreshed := map[string]int{}
 	first, last := map[string]int64{}, map[string]int64{}
 	for _, run := range r.done {
-		for name, s := range run.before {
-			if g, ok := first[name]; !ok || s.generation < g {
-				first[name] = s.generation
-			}
-		}
 		for name, s := range run.after {
 			last[name] = max(last[name], s.generation)
+			// A record the run did not find yet started at generation 0.
+			if g, ok := first[name]; !ok || run.before[name].generation < g {
+				first[name] = run.before[name].generation
+			}
 		}
 		if run.report != nil {
 			for _, row := range run.report.Tokens {
