@@ -156,10 +156,12 @@ func TestSeqSlowClaim(t *testing.T) {
 	seqOnly(t)
 	e := newEnv(t)
 	sim, cs := crashProvider(t, 0)
-	// A short lease (one 400 ms attempt, 400 ms persist budget, 100 ms skew) keeps the
-	// delayed answer under two seconds.
+	// A short lease (two 400 ms attempts, 400 ms persist budget, 100 ms skew: about 1.3 s)
+	// keeps the delayed answer short. (With one attempt the lease leaves no room for the
+	// call: refreshBudget has no slack, so Attempts 1 never reaches the provider.)
 	tune := func(o *refresher.Options) {
-		o.ProviderTimeout, o.Attempts, o.PersistBudget, o.ClockSkew = 400*time.Millisecond, 1, 400*time.Millisecond, 100*time.Millisecond
+		o.ProviderTimeout, o.Attempts, o.Backoff = 400*time.Millisecond, 2, 20*time.Millisecond
+		o.PersistBudget, o.ClockSkew = 400*time.Millisecond, 100*time.Millisecond
 	}
 	engA, engB := e.engine(time.Now, tune), e.engine(time.Now, tune)
 	const name = "seq3"
