@@ -41,7 +41,8 @@ const (
 // and Prefix; an invariant whose input is missing is not checked (I1 and I2 need
 // Providers, I4 Output, I5 Runs).
 type Input struct {
-	// Providers are the rotating simulators the test's tokens point at (by token_url).
+	// Providers are rotating simulators; those the installation's tokens point at (by
+	// token_url) are checked, so a suite may pass all of its simulators.
 	Providers []*providersim.Rotating
 	// Ledger and Store read the state table and Secrets Manager directly.
 	Ledger *ledger.Ledger
@@ -109,15 +110,18 @@ func Violations(ctx context.Context, in Input) ([]Violation, error) {
 			}
 		}
 	}
-	add(noRespend(in)...)
 	var values []string // every secret value in the state, for I4
+	urls := map[string]bool{}
 	var errs []error
+	var i2 []Violation
 	for _, rec := range recs {
-		v, vals, err := committedLive(ctx, in, rec)
-		add(v...)
+		v, vals, err := committedLive(ctx, in, rec, urls)
+		i2 = append(i2, v...)
 		values = append(values, vals...)
 		errs = append(errs, err)
 	}
+	add(noRespend(in, urls)...)
+	add(i2...)
 	for _, rec := range recs {
 		v, vals, err := accessForward(ctx, in, rec.Name)
 		add(v...)
@@ -133,10 +137,14 @@ func Violations(ctx context.Context, in Input) ([]Violation, error) {
 	return vs, errors.Join(errs...)
 }
 
-// I1.
-func noRespend(in Input) []Violation {
+// I1, over the providers a token of this installation points at (Providers may hold a
+// whole suite's simulators).
+func noRespend(in Input, urls map[string]bool) []Violation {
 	var vs []Violation
 	for pi, p := range in.Providers {
+		if !urls[p.URL()] {
+			continue
+		}
 		for _, a := range p.Audit() {
 			if n := a.Respent(); n > 0 {
 				var res []string
@@ -162,9 +170,9 @@ func (in Input) providerFor(url string) *providersim.Rotating {
 }
 
 // I2. It also returns the secret values of every private version, for I4.
-func committedLive(ctx context.Context, in Input, rec ledger.Record) ([]Violation, []string, error) {
+func committedLive(ctx context.Context, in Input, rec ledger.Record, urls map[string]bool) ([]Violation, []string, error) {
 	name := in.Prefix + "private/" + rec.Name
-	values, err := privateValues(ctx, in.Store, name)
+	values, err := privateValues(ctx, in.Store, name, urls)
 	if err != nil || rec.VersionID == "" {
 		return nil, values, err
 	}
@@ -229,8 +237,9 @@ func readPrivate(ctx context.Context, s *secretstore.Store, name, id string) (*t
 	return doc, nil
 }
 
-// privateValues returns the secret fields of every private version.
-func privateValues(ctx context.Context, s *secretstore.Store, name string) ([]string, error) {
+// privateValues returns the secret fields of every private version and notes the token
+// URLs they name in urls.
+func privateValues(ctx context.Context, s *secretstore.Store, name string, urls map[string]bool) ([]string, error) {
 	if ok, err := exists(ctx, s, name); !ok {
 		return nil, err
 	}
@@ -244,6 +253,7 @@ func privateValues(ctx context.Context, s *secretstore.Store, name string) ([]st
 		if err != nil {
 			continue // not a document (a bad-input test): nothing to scan for
 		}
+		urls[doc.Provider.TokenURL] = true
 		out = append(out, doc.RefreshToken.Reveal(), doc.AccessToken.Reveal(), doc.Provider.ClientSecret.Reveal(), doc.Provider.EntitySecret.Reveal())
 	}
 	return out, nil

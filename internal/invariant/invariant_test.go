@@ -80,9 +80,11 @@ func (w *world) commit(name, rt string, gen int64, status string) {
 }
 
 // present sends rt to the provider as a client would.
-func (w *world) present(rt string) int {
+func (w *world) present(rt string) int { return w.presentTo(w.sim, rt) }
+
+func (w *world) presentTo(sim *providersim.Rotating, rt string) int {
 	w.t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, w.sim.URL(), strings.NewReader(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}.Encode()))
+	req, _ := http.NewRequest(http.MethodPost, sim.URL(), strings.NewReader(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth("app", w.cs)
 	resp, err := http.DefaultClient.Do(req)
@@ -131,6 +133,15 @@ func TestViolations(t *testing.T) {
 			w.rotate(w.seed)
 			w.rotate(w.seed)
 		}, []string{"I1", "I2"}},
+		{"another installation's simulator is not this one's concern", func(w *world) {
+			w.commit("a", w.seed, 0, ledger.StatusActive)
+			other := providersim.NewRotating(providersim.RotatingOptions{ClientID: "app", ClientSecret: w.cs})
+			w.t.Cleanup(other.Close)
+			w.in.Providers = append(w.in.Providers, other)
+			rt := other.Seed("")
+			w.presentTo(other, rt)
+			w.presentTo(other, rt)
+		}, nil},
 		{"needs_reauth for a token never spent", func(w *world) {
 			w.sim.Revoke(w.seed)
 			w.commit("a", w.seed, 0, ledger.StatusNeedsReauth)
