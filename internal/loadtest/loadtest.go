@@ -95,13 +95,19 @@ type Invocation struct {
 	PeakWrites    int           // most writes forwarded in one second
 	Throttled     int           // writes the proxy answered ThrottlingException
 	ProviderCalls int
-	AWSCalls      int            // every AWS request (Secrets Manager and DynamoDB) the proxy saw: moto's load
-	Summary       map[string]int // rows by outcome
-	LambdaError   bool           // Run returned an error (the function would fail the invocation)
-	FirstErrors   []string       // up to three distinct failed-row causes
-	Left          int            // tokens not refreshed since they fell due
-	Lost          int            // committed refresh token != the provider's live one
-	Twice         int            // refresh-token presentations seen before (cumulative)
+	AWSCalls      int // every AWS request (Secrets Manager and DynamoDB) the proxy saw: moto's load
+	// AWSBusy is how long at least one AWS request was outstanding: close to Duration,
+	// moto (one request at a time) set the pace. AWSSlowest names the operations that
+	// took the most of it, with their mean answer time.
+	AWSBusy     time.Duration
+	AWSSlowest  string
+	Summary     map[string]int // rows by outcome
+	LambdaError bool           // Run returned an error (the function would fail the invocation)
+	FirstErrors []string       // up to three distinct failed-row causes
+	Left        int            // tokens not refreshed since they fell due
+	InFlight    int            // the live refresh token is in a written, not yet committed version (recovery rolls it forward)
+	Lost        int            // the live refresh token is in neither the committed nor the in-flight version
+	Twice       int            // refresh-token presentations seen before (cumulative)
 }
 
 // Result is a whole schedule.
@@ -110,6 +116,7 @@ type Result struct {
 	Setup       time.Duration // creating and adopting the tokens (no write limit)
 	Invocations []Invocation
 	Left        int
+	InFlight    int
 	Lost        int
 	Twice       int
 	NeedsReauth int
@@ -165,12 +172,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 		res.Invocations = append(res.Invocations, inv)
 		fmt.Fprintln(cfg.Progress, inv.line())
-		if inv.Left == 0 {
+		if inv.Left == 0 && inv.InFlight == 0 {
 			break
 		}
 	}
 	last := res.Invocations[len(res.Invocations)-1]
-	res.Left, res.Lost, res.Twice = last.Left, last.Lost, last.Twice
+	res.Left, res.InFlight, res.Lost, res.Twice = last.Left, last.InFlight, last.Lost, last.Twice
 	res.NeedsReauth, err = b.needsReauth(ctx)
 	return res, err
 }
@@ -181,6 +188,7 @@ type bed struct {
 	proxy  *faultproxy.Proxy
 	sim    *providersim.Rotating
 	front  *presentations
+	meter  *awsMeter
 	clock  *providersim.Clock
 	direct *secretstore.Store // straight to moto: the checks are not writes the proxy counts
 	ledger *ledger.Ledger
@@ -200,6 +208,8 @@ func newBed(ctx context.Context, cfg Config) (*bed, error) {
 		b.close()
 		return nil, err
 	}
+	b.meter = newAWSMeter(http.DefaultTransport)
+	viaProxy.HTTPClient = &http.Client{Transport: b.meter}
 	direct, err := awsemu.AWSConfig(ctx, cfg.MotoURL)
 	if err != nil {
 		b.close()
@@ -317,7 +327,7 @@ func (b *bed) generations(ctx context.Context) (map[string]int64, error) {
 
 func (b *bed) invoke(ctx context.Context, n int, dueGen map[string]int64) (Invocation, error) {
 	inv := Invocation{N: n}
-	ws0, calls0, aws0 := b.proxy.WriteStats(), b.front.requests(), b.proxy.Count("")
+	ws0, calls0, aws0, m0 := b.proxy.WriteStats(), b.front.requests(), b.proxy.Count(""), b.meter.snapshot()
 	ictx, cancel := context.WithTimeout(ctx, b.cfg.Deadline)
 	start := time.Now()
 	rep, err := b.engine.Run(ictx, refresher.Request{Sweep: true})
@@ -352,13 +362,13 @@ func (b *bed) invoke(ctx context.Context, n int, dueGen map[string]int64) (Invoc
 	inv.PeakWrites = peakSince(ws, ws0)
 	inv.ProviderCalls = b.front.requests() - calls0
 	inv.AWSCalls = b.proxy.Count("") - aws0
+	inv.AWSBusy, inv.AWSSlowest = b.meter.snapshot().since(m0)
 	inv.Twice = b.front.twice()
 
-	left, lost, err := b.check(ctx, dueGen)
+	inv.Left, inv.InFlight, inv.Lost, err = b.check(ctx, dueGen)
 	if err != nil {
 		return inv, err
 	}
-	inv.Left, inv.Lost = left, lost
 	return inv, nil
 }
 
@@ -373,13 +383,15 @@ func peakSince(ws, ws0 faultproxy.WriteStats) int {
 	return peak
 }
 
-// check counts the tokens still due (generation not past dueGen) and the lost ones: the
-// refresh token in the committed private version is not the provider's live one for
-// that family (revoked, or a newer one was issued and thrown away).
-func (b *bed) check(ctx context.Context, dueGen map[string]int64) (left, lost int, err error) {
+// check counts the tokens still due (generation not past dueGen) and the chains not held
+// by the committed private version: in flight when the provider's live refresh token is
+// in the version the record's in-flight entry names (the next run's recovery rolls it
+// forward), lost when it is in neither (the family was revoked, or the provider's new
+// token was thrown away).
+func (b *bed) check(ctx context.Context, dueGen map[string]int64) (left, inFlight, lost int, err error) {
 	recs, err := b.ledger.List(ctx)
 	if err != nil {
-		return 0, 0, fmt.Errorf("loadtest: list records: %w", err)
+		return 0, 0, 0, fmt.Errorf("loadtest: list records: %w", err)
 	}
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
@@ -389,31 +401,50 @@ func (b *bed) check(ctx context.Context, dueGen map[string]int64) (left, lost in
 			left++
 		}
 		g.Go(func() error {
-			v, err := b.direct.GetVersion(gctx, b.prefix+"private/"+r.Name, r.VersionID)
-			if err != nil {
-				return fmt.Errorf("loadtest: read committed version of %s: %w", r.Name, err)
-			}
-			var doc struct {
-				RefreshToken string `json:"refresh_token"`
-			}
-			if err := json.Unmarshal([]byte(v.Value.Reveal()), &doc); err != nil {
-				return fmt.Errorf("loadtest: committed version of %s is not JSON", r.Name)
-			}
 			live := b.sim.Live(b.seeds[r.Name])
-			if live == "" || doc.RefreshToken != live {
-				mu.Lock()
-				lost++
-				mu.Unlock()
+			rt, err := b.refreshToken(gctx, r.Name, r.VersionID)
+			if err != nil || (live != "" && rt == live) {
+				return err
 			}
+			if r.Inflight != nil && live != "" {
+				next, err := b.refreshToken(gctx, r.Name, r.Inflight.To)
+				if err != nil && !errors.Is(err, secretstore.ErrNotFound) {
+					return err
+				}
+				if next == live {
+					mu.Lock()
+					inFlight++
+					mu.Unlock()
+					return nil
+				}
+			}
+			mu.Lock()
+			lost++
+			mu.Unlock()
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	// A token with no record at all was never adopted: it is left, and not counted lost.
 	left += b.cfg.Tokens - len(recs)
-	return left, lost, nil
+	return left, inFlight, lost, nil
+}
+
+// refreshToken reads the refresh token in one private version, straight from moto.
+func (b *bed) refreshToken(ctx context.Context, name, versionID string) (string, error) {
+	v, err := b.direct.GetVersion(ctx, b.prefix+"private/"+name, versionID)
+	if err != nil {
+		return "", fmt.Errorf("loadtest: read version of %s: %w", name, err)
+	}
+	var doc struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	if err := json.Unmarshal([]byte(v.Value.Reveal()), &doc); err != nil {
+		return "", fmt.Errorf("loadtest: version of %s is not JSON", name)
+	}
+	return doc.RefreshToken, nil
 }
 
 func (b *bed) needsReauth(ctx context.Context) (int, error) {
@@ -518,9 +549,11 @@ func (inv Invocation) line() string {
 	for _, k := range keys {
 		parts = append(parts, fmt.Sprintf("%s=%d", k, inv.Summary[k]))
 	}
-	s := fmt.Sprintf("invocation %d: %s, refreshed %d (%.1f/s), SM writes %d (peak %d/s), throttled %d, AWS calls %d (%.0f/s), provider calls %d, left %d, lost %d, presented twice %d, lambda error %v [%s]",
+	s := fmt.Sprintf("invocation %d: %s, refreshed %d (%.1f/s), SM writes %d (peak %d/s), throttled %d, AWS calls %d (%.0f/s), provider calls %d, left %d, in flight %d, lost %d, presented twice %d, lambda error %v [%s]",
 		inv.N, inv.Duration.Round(time.Millisecond), inv.Refreshed, inv.PerSecond, inv.Writes, inv.PeakWrites, inv.Throttled,
-		inv.AWSCalls, float64(inv.AWSCalls)/max(inv.Duration.Seconds(), 0.001), inv.ProviderCalls, inv.Left, inv.Lost, inv.Twice, inv.LambdaError, strings.Join(parts, " "))
+		inv.AWSCalls, float64(inv.AWSCalls)/max(inv.Duration.Seconds(), 0.001), inv.ProviderCalls, inv.Left, inv.InFlight, inv.Lost, inv.Twice, inv.LambdaError, strings.Join(parts, " "))
+	s += fmt.Sprintf("\n    AWS busy %s (%.0f%% of the invocation): %s", inv.AWSBusy.Round(time.Millisecond),
+		100*inv.AWSBusy.Seconds()/max(inv.Duration.Seconds(), 0.001), inv.AWSSlowest)
 	if len(inv.FirstErrors) > 0 {
 		s += "\n    first errors: " + strings.Join(inv.FirstErrors, " | ")
 	}
@@ -549,9 +582,9 @@ func (r Result) Print(w io.Writer) {
 	if busy > 0 {
 		rate = float64(r.Refreshed()) / busy.Seconds()
 	}
-	fmt.Fprintf(w, "schedule: %d invocations = %.0f minutes of sweeps; %d refreshed in %s of invocation time (%.1f/s while running, %.2f/s over the schedule); throttled %d; lambda errors %d; left %d; lost %d; presented twice %d; needs_reauth %d\n",
+	fmt.Fprintf(w, "schedule: %d invocations = %.0f minutes of sweeps; %d refreshed in %s of invocation time (%.1f/s while running, %.2f/s over the schedule); throttled %d; lambda errors %d; left %d; in flight %d; lost %d; presented twice %d; needs_reauth %d\n",
 		len(r.Invocations), r.SweepMinutes(), r.Refreshed(), busy.Round(time.Millisecond), rate,
-		float64(r.Refreshed())/max(r.SweepMinutes()*60, 1), throttled, lambdaErrors, r.Left, r.Lost, r.Twice, r.NeedsReauth)
+		float64(r.Refreshed())/max(r.SweepMinutes()*60, 1), throttled, lambdaErrors, r.Left, r.InFlight, r.Lost, r.Twice, r.NeedsReauth)
 }
 
 func paceString(p float64) string {
