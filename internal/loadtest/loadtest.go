@@ -107,6 +107,7 @@ type Invocation struct {
 	Left        int            // tokens not refreshed since they fell due
 	InFlight    int            // the live refresh token is in a written, not yet committed version (recovery rolls it forward)
 	Lost        int            // the live refresh token is in neither the committed nor the in-flight version
+	LostDetail  []string       // the first three lost tokens with their record's state
 	Twice       int            // refresh-token presentations seen before (cumulative)
 }
 
@@ -208,7 +209,11 @@ func newBed(ctx context.Context, cfg Config) (*bed, error) {
 		b.close()
 		return nil, err
 	}
-	b.meter = newAWSMeter(http.DefaultTransport)
+	// As many idle connections as workers: the default two would make the client, not
+	// moto or the write limit, a bottleneck.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = max(cfg.Concurrency, 2) * 2
+	b.meter = newAWSMeter(tr)
 	viaProxy.HTTPClient = &http.Client{Transport: b.meter}
 	direct, err := awsemu.AWSConfig(ctx, cfg.MotoURL)
 	if err != nil {
@@ -365,7 +370,7 @@ func (b *bed) invoke(ctx context.Context, n int, dueGen map[string]int64) (Invoc
 	inv.AWSBusy, inv.AWSSlowest = b.meter.snapshot().since(m0)
 	inv.Twice = b.front.twice()
 
-	inv.Left, inv.InFlight, inv.Lost, err = b.check(ctx, dueGen)
+	inv.Left, inv.InFlight, inv.Lost, inv.LostDetail, err = b.check(ctx, dueGen)
 	if err != nil {
 		return inv, err
 	}
@@ -388,10 +393,10 @@ func peakSince(ws, ws0 faultproxy.WriteStats) int {
 // in the version the record's in-flight entry names (the next run's recovery rolls it
 // forward), lost when it is in neither (the family was revoked, or the provider's new
 // token was thrown away).
-func (b *bed) check(ctx context.Context, dueGen map[string]int64) (left, inFlight, lost int, err error) {
+func (b *bed) check(ctx context.Context, dueGen map[string]int64) (left, inFlight, lost int, lostDetail []string, err error) {
 	recs, err := b.ledger.List(ctx)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("loadtest: list records: %w", err)
+		return 0, 0, 0, nil, fmt.Errorf("loadtest: list records: %w", err)
 	}
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
@@ -418,18 +423,23 @@ func (b *bed) check(ctx context.Context, dueGen map[string]int64) (left, inFligh
 					return nil
 				}
 			}
+			detail := fmt.Sprintf("%s (generation %d, status %s, in flight %v, family revoked %v, last error %q)",
+				r.Name, r.Generation, r.Status, r.Inflight != nil, live == "", firstLine(errors.New(r.LastError)))
 			mu.Lock()
 			lost++
+			lostDetail = append(lostDetail, detail)
 			mu.Unlock()
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, nil, err
 	}
+	sort.Strings(lostDetail)
+	lostDetail = lostDetail[:min(3, len(lostDetail))]
 	// A token with no record at all was never adopted: it is left, and not counted lost.
 	left += b.cfg.Tokens - len(recs)
-	return left, inFlight, lost, nil
+	return left, inFlight, lost, lostDetail, nil
 }
 
 // refreshToken reads the refresh token in one private version, straight from moto.
@@ -554,6 +564,9 @@ func (inv Invocation) line() string {
 		inv.AWSCalls, float64(inv.AWSCalls)/max(inv.Duration.Seconds(), 0.001), inv.ProviderCalls, inv.Left, inv.InFlight, inv.Lost, inv.Twice, inv.LambdaError, strings.Join(parts, " "))
 	s += fmt.Sprintf("\n    AWS busy %s (%.0f%% of the invocation): %s", inv.AWSBusy.Round(time.Millisecond),
 		100*inv.AWSBusy.Seconds()/max(inv.Duration.Seconds(), 0.001), inv.AWSSlowest)
+	if len(inv.LostDetail) > 0 {
+		s += "\n    first lost: " + strings.Join(inv.LostDetail, " | ")
+	}
 	if len(inv.FirstErrors) > 0 {
 		s += "\n    first errors: " + strings.Join(inv.FirstErrors, " | ")
 	}
