@@ -99,16 +99,17 @@ type Invocation struct {
 	// AWSBusy is how long at least one AWS request was outstanding: close to Duration,
 	// moto (one request at a time) set the pace. AWSSlowest names the operations that
 	// took the most of it, with their mean answer time.
-	AWSBusy     time.Duration
-	AWSSlowest  string
-	Summary     map[string]int // rows by outcome
-	LambdaError bool           // Run returned an error (the function would fail the invocation)
-	FirstErrors []string       // up to three distinct failed-row causes
-	Left        int            // tokens not refreshed since they fell due
-	InFlight    int            // the live refresh token is in a written, not yet committed version (recovery rolls it forward)
-	Lost        int            // the live refresh token is in neither the committed nor the in-flight version
-	LostDetail  []string       // the first three lost tokens with their record's state
-	Twice       int            // refresh-token presentations seen before (cumulative)
+	AWSBusy        time.Duration
+	AWSSlowest     string
+	Summary        map[string]int // rows by outcome
+	LambdaError    bool           // Run returned an error (the function would fail the invocation)
+	ThrottleFailed int            // failed rows whose cause is a throttled AWS call
+	FirstErrors    []string       // up to three distinct failed-row causes
+	Left           int            // tokens not refreshed since they fell due
+	InFlight       int            // the live refresh token is in a written, not yet committed version (recovery rolls it forward)
+	Lost           int            // the live refresh token is in neither the committed nor the in-flight version
+	LostDetail     []string       // the first three lost tokens with their record's state
+	Twice          int            // refresh-token presentations seen before (cumulative)
 }
 
 // Result is a whole schedule.
@@ -351,9 +352,22 @@ func (b *bed) invoke(ctx context.Context, n int, dueGen map[string]int64) (Invoc
 		inv.Refreshed = rep.Summary[refresher.OutcomeRefreshed]
 		seen := map[string]bool{}
 		for _, row := range rep.Failed() {
+			if strings.Contains(strings.ToLower(row.Error), "throttl") {
+				inv.ThrottleFailed++
+			}
 			cause := firstLine(errors.New(row.Error))
-			if !seen[cause] && len(inv.FirstErrors) < 3 {
-				seen[cause] = true
+			// One example per kind of cause: names and figures differ between rows.
+			kind := strings.Map(func(r rune) rune {
+				if r >= '0' && r <= '9' {
+					return -1
+				}
+				return r
+			}, cause)
+			if i := strings.Index(kind, b.prefix); i >= 0 {
+				kind = kind[:i]
+			}
+			if !seen[kind] && len(inv.FirstErrors) < 3 {
+				seen[kind] = true
 				inv.FirstErrors = append(inv.FirstErrors, cause)
 			}
 		}
@@ -559,8 +573,8 @@ func (inv Invocation) line() string {
 	for _, k := range keys {
 		parts = append(parts, fmt.Sprintf("%s=%d", k, inv.Summary[k]))
 	}
-	s := fmt.Sprintf("invocation %d: %s, refreshed %d (%.1f/s), SM writes %d (peak %d/s), throttled %d, AWS calls %d (%.0f/s), provider calls %d, left %d, in flight %d, lost %d, presented twice %d, lambda error %v [%s]",
-		inv.N, inv.Duration.Round(time.Millisecond), inv.Refreshed, inv.PerSecond, inv.Writes, inv.PeakWrites, inv.Throttled,
+	s := fmt.Sprintf("invocation %d: %s, refreshed %d (%.1f/s), SM writes %d (peak %d/s), throttled %d (failed rows by throttling %d), AWS calls %d (%.0f/s), provider calls %d, left %d, in flight %d, lost %d, presented twice %d, lambda error %v [%s]",
+		inv.N, inv.Duration.Round(time.Millisecond), inv.Refreshed, inv.PerSecond, inv.Writes, inv.PeakWrites, inv.Throttled, inv.ThrottleFailed,
 		inv.AWSCalls, float64(inv.AWSCalls)/max(inv.Duration.Seconds(), 0.001), inv.ProviderCalls, inv.Left, inv.InFlight, inv.Lost, inv.Twice, inv.LambdaError, strings.Join(parts, " "))
 	s += fmt.Sprintf("\n    AWS busy %s (%.0f%% of the invocation): %s", inv.AWSBusy.Round(time.Millisecond),
 		100*inv.AWSBusy.Seconds()/max(inv.Duration.Seconds(), 0.001), inv.AWSSlowest)

@@ -62,6 +62,9 @@ func TestSmallLoad(t *testing.T) {
 		if inv.LambdaError {
 			t.Errorf("invocation %d: got a Lambda error (%v), want none", inv.N, inv.FirstErrors)
 		}
+		if inv.ThrottleFailed > 0 {
+			t.Errorf("invocation %d: got %d rows failed by throttling, want 0", inv.N, inv.ThrottleFailed)
+		}
 		if f := inv.Summary["failed"]; f > 0 {
 			t.Errorf("invocation %d: got %d failed rows (%v), want 0", inv.N, f, inv.FirstErrors)
 		}
