@@ -223,7 +223,7 @@ func newBed(ctx context.Context, cfg Config) (*bed, error) {
 	}
 	clientSecret := "cs-" + randID()
 	b.sim = providersim.NewRotating(providersim.RotatingOptions{
-		ClientID: "loadtest", ClientSecret: clientSecret, AccessTTL: 24 * time.Hour,
+		ClientID: "loadtest", ClientSecret: clientSecret, AccessTTL: 24 * time.Hour, Now: b.clock.Now,
 	})
 	b.sim.SetLatency(cfg.ProviderLatency)
 	b.front = newPresentations(b.sim.URL())
