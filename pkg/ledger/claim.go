@@ -72,7 +72,8 @@ func (l *Ledger) Claim(ctx context.Context, c Claim) error {
 		))
 		upd = setOrRemove(upd, pathInflightFrom, c.From)
 		upd = setOrRemove(upd, pathInflightTo, c.To)
-		upd = upd.Set(expression.Name(pathInflightStartedAt), expression.Value(formatTime(now)))
+		upd = upd.Set(expression.Name(pathInflightStartedAt), expression.Value(formatTime(now))).
+			Remove(expression.Name(pathInflightUnspent)) // this holder may spend it
 	} else {
 		upd = upd.Set(expression.Name(attrInflight), expression.Value(inflightItem{From: c.From, To: c.To, StartedAt: formatTime(now)}))
 	}

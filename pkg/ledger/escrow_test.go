@@ -262,10 +262,10 @@ func TestReleaseKeepsEscrow(t *testing.T) {
 		release ledger.Release
 		expire  bool // the lease ended before the release
 	}{
-		{name: "without KeepInflight", release: ledger.Release{Name: "acme", Holder: "me"}},
-		{name: "without KeepInflight, failure counted", release: ledger.Release{Name: "acme", Holder: "me", Failure: "persist: LimitExceededException", NextDueAt: due}},
-		{name: "without KeepInflight, lease ended", release: ledger.Release{Name: "acme", Holder: "me", Failure: "persist: throttled"}, expire: true},
-		{name: "with KeepInflight", release: ledger.Release{Name: "acme", Holder: "me", KeepInflight: true, Failure: "persist: AccessDenied"}},
+		{name: "plain", release: ledger.Release{Name: "acme", Holder: "me"}},
+		{name: "failure counted", release: ledger.Release{Name: "acme", Holder: "me", Failure: "persist: LimitExceededException", NextDueAt: due}},
+		{name: "lease ended", release: ledger.Release{Name: "acme", Holder: "me", Failure: "persist: throttled"}, expire: true},
+		{name: "unspent asked", release: ledger.Release{Name: "acme", Holder: "me", Unspent: true, Failure: "persist: AccessDenied"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
+	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
@@ -88,8 +89,16 @@ func mergeEdit(committed *token.Private, committedID string, edit *token.Private
 // reports a re-seed after needs_reauth, which refreshes at once to prove the credentials.
 func (t *tokenRun) adoptEdit(editID string, edit *token.Private) (force bool, err error) {
 	committed, cerr := t.readDoc(t.rec.VersionID)
-	if cerr != nil {
-		committed = nil // an unreadable base cannot tell staleness; the edit wins
+	switch {
+	case cerr == nil:
+	case isInvalid(cerr) || errors.Is(cerr, secretstore.ErrNotFound):
+		// Only a committed version that is gone or not a valid document lets the edit be
+		// judged without it: there is no live chain in it to protect.
+		t.log.WarnContext(t.ctx, "the committed version is unusable; the edit is judged alone", "error", cerr.Error())
+		committed = nil
+	default:
+		// A failed read is not absence: the edit could be a stale copy (docs/design.md §4).
+		return false, fmt.Errorf("adopt operator edit: %w", cerr)
 	}
 	m := mergeEdit(committed, t.rec.VersionID, edit)
 	if err := t.claimLease(); err != nil {
@@ -99,7 +108,7 @@ func (t *tokenRun) adoptEdit(editID string, edit *token.Private) (force bool, er
 	if m.stale {
 		return false, t.adoptStaleEdit(editID, m)
 	}
-	if t.rec.Inflight != nil {
+	if t.rec.Interrupted() {
 		t.log.WarnContext(t.ctx, "an operator edit supersedes an interrupted refresh", "inflight_version", t.rec.Inflight.To)
 	}
 	before := t.rec.Status

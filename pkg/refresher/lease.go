@@ -42,12 +42,20 @@ func (t *tokenRun) claim(q *ledger.QuotaReservation) error {
 	c := ledger.Claim{
 		Name: t.name, Holder: holder, Generation: t.rec.Generation,
 		ExpectInflight: t.rec.Inflight != nil, From: t.rec.VersionID, To: t.nextVersion(),
-		LeaseUntil: t.e.now().Add(d + t.e.opts.ClockSkew), Quota: q,
+		Quota: q,
 	}
+	// The lease runs from before the request was sent: an answer that arrives late
+	// must not stretch it (docs/design.md §4, "a deadline is counted from before the
+	// request").
+	sentWall, sent := time.Now(), t.e.now()
+	c.LeaseUntil = sent.Add(d + t.e.opts.ClockSkew)
 	if err := t.e.opts.Ledger.Claim(t.ctx, c); err != nil {
 		return t.claimErr(err)
 	}
-	t.holder, t.fence = holder, time.Now().Add(d)
+	t.holder, t.fence, t.leaseEnd = holder, sentWall.Add(d), sent.Add(d)
+	if t.rec.Interrupted() {
+		t.mayBeSpent = true // an interrupted refresh may have spent the token already
+	}
 	t.rel = ledger.Release{}
 	if q != nil {
 		t.st.noteQuota(quotaSeen{key: q.Key, day: q.Day, limit: q.Limit})
@@ -108,7 +116,7 @@ func (t *tokenRun) fenced(write func(ctx context.Context) error) error {
 
 // keepLease renews the lease when less than half a persist budget (plus ahead) is left.
 func (t *tokenRun) keepLease(ahead time.Duration) error {
-	if time.Until(t.fence) < t.e.opts.PersistBudget/2+ahead {
+	if t.leaseLeft() < t.e.opts.PersistBudget/2+ahead {
 		return t.renew()
 	}
 	return nil
@@ -120,18 +128,27 @@ func (t *tokenRun) renew() error {
 	if left, ok := timeLeft(t.ctx); ok && left < d {
 		d = left
 	}
-	until := t.e.now().Add(d + t.e.opts.ClockSkew)
 	if d < t.e.opts.PersistBudget/2 {
 		return errTakenOver // the invocation ends before another write could finish
 	}
-	if _, err := t.e.opts.Ledger.Renew(t.ctx, t.name, t.holder, t.rec.Generation, until); err != nil {
+	if t.leaseLeft() <= 0 {
+		return errTakenOver // a renewal cannot revive a lease that has ended: another holder may act
+	}
+	sentWall, sent := time.Now(), t.e.now() // counted from before the request, like the claim
+	if _, err := t.e.opts.Ledger.Renew(t.ctx, t.name, t.holder, t.rec.Generation, sent.Add(d+t.e.opts.ClockSkew)); err != nil {
 		t.log.WarnContext(t.ctx, "lease renewal refused; writing nothing more", "error", err.Error())
 		t.leaseGone()
 		return errTakenOver
 	}
-	t.fence = time.Now().Add(d)
+	t.fence, t.leaseEnd = sentWall.Add(d), sent.Add(d)
 	t.log.InfoContext(t.ctx, "lease renewed while saving the new version")
 	return nil
+}
+
+// leaseLeft is how long the lease still covers this holder: the earlier of its wall-clock
+// fence and its end on the engine's clock.
+func (t *tokenRun) leaseLeft() time.Duration {
+	return min(time.Until(t.fence), t.leaseEnd.Sub(t.e.now()))
 }
 
 // release gives the lease back without a commit, with what the steps recorded in t.rel.
@@ -142,6 +159,7 @@ func (t *tokenRun) release() {
 	}
 	r := t.rel
 	r.Name, r.Holder = t.name, t.holder
+	r.Unspent = !t.mayBeSpent // the in-flight record stays either way; only a commit removes it
 	t.leaseGone()
 	rec, err := t.e.opts.Ledger.Release(t.ctx, r)
 	if err != nil {

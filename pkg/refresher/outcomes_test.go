@@ -45,7 +45,8 @@ func TestThrottledSkipsUntilNextDay(t *testing.T) {
 	}
 	// The committed state is untouched and still usable.
 	doc, rec := e.committed("s")
-	if rec.Generation != 1 || doc.Status != "active" || rec.Inflight != nil || rec.LeaseHolder != "" {
+	// The claim's in-flight record stays (only a commit removes it), marked unspent.
+	if rec.Generation != 1 || doc.Status != "active" || rec.Interrupted() || rec.LeaseHolder != "" {
 		t.Errorf("after throttle: generation %d status %s inflight %v lease %q", rec.Generation, doc.Status, rec.Inflight, rec.LeaseHolder)
 	}
 	clock.Set(time.Date(2026, 11, 23, 0, 1, 0, 0, ist))

@@ -21,10 +21,10 @@ func (t *tokenRun) persist(next *token.Private, to string) error {
 	}
 	raw, err := next.Marshal()
 	if err != nil {
-		t.rel.KeepInflight, t.rel.Failure = true, "encode new version"
+		t.mayBeSpent, t.rel.Failure = true, "encode new version"
 		return fmt.Errorf("encode new version: %w", err)
 	}
-	t.rel.KeepInflight = true // from here the provider may have rotated
+	t.mayBeSpent = true // from here the provider may have rotated
 	err = t.fenced(func(ctx context.Context) error {
 		err := t.e.opts.Secrets.PutPending(ctx, t.priv, token.Secret(raw), to, PendingStage)
 		t.noteSecretsErr(err) // other tokens stop starting at once; this one has its answer to save
