@@ -20,7 +20,7 @@ import (
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 )
 
-// Exit codes (README "tokenctl exit codes"). When several apply, the first in the
+// Exit codes (docs/tokenctl.md "Exit codes"). When several apply, the first in the
 // order exitFail, exitNotFound, exitNeedsReauth, exitInvalid is returned.
 const (
 	exitOK          = 0

@@ -31,6 +31,7 @@ type documentView struct {
 	Generation       int64        `json:"generation"`
 	Status           string       `json:"status"`
 	StatusReason     string       `json:"status_reason,omitempty"`
+	AuthorizedAt     string       `json:"authorized_at,omitempty"`
 	UnknownFields    []string     `json:"unknown_fields,omitempty"`
 	Quota            *quotaView   `json:"effective_quota,omitempty"`
 }
@@ -71,6 +72,14 @@ func viewTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
+// viewTimeExact keeps fractions of a second: authorized_at is compared exactly.
+func viewTimeExact(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
 func viewDuration(d time.Duration) string {
 	if d == 0 {
 		return ""
@@ -96,6 +105,7 @@ func newDocumentView(p *token.Private) documentView {
 		Generation:       p.Generation,
 		Status:           p.Status,
 		StatusReason:     p.StatusReason,
+		AuthorizedAt:     viewTimeExact(p.AuthorizedAt),
 		UnknownFields:    unknownFields(p),
 	}
 	if pol := (policyView{viewDuration(p.Policy.RefreshMargin), p.Policy.QuotaKey, p.Policy.DailyLimit, p.Policy.QuotaTimezone}); pol != (policyView{}) {

@@ -26,7 +26,7 @@ const (
 )
 
 // statusRow is one token in `tokenctl status --json`; the field names are a stable
-// interface (README "tokenctl status --json"). It holds no secret: the ledger has none,
+// interface (docs/tokenctl.md "`tokenctl status --json`"). It holds no secret: the ledger has none,
 // and of the private document only settings are read.
 type statusRow struct {
 	Name    string `json:"name"`
