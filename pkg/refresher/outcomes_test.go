@@ -181,7 +181,9 @@ func TestOperatorEditSupersedesInflight(t *testing.T) {
 		t.Fatal("after an uncertain provider failure: got no inflight record, want one kept for recovery")
 	}
 	fresh := sim.Seed("offline_access fund.read target:b/op")
-	editID := e.edit("op", rotatingDoc(sim.URL(), "app", cs, fresh, ""))
+	edit := rotatingDoc(sim.URL(), "app", cs, fresh, "")
+	edit["authorized_at"] = clock.Now().UTC().Format(time.RFC3339) // a new authorisation (docs/design.md §2)
+	editID := e.edit("op", edit)
 	rep := e.scheduled()
 	if got := row(t, rep, "op"); got.Outcome != refresher.OutcomeRefreshed {
 		t.Fatalf("after the edit: got %s (%s), want refreshed", got.Outcome, got.Error)

@@ -2,13 +2,14 @@ package refresher_test
 
 // The six sequences of issue 17 (docs/design.md §4, the four rules and the escrow), each
 // against a rotating provider that revokes the whole chain when a spent refresh token is
-// presented again (ReuseDetection, no reuse grace), with AWS faults injected by
+// presented again (the simulator's default, no reuse grace), with AWS faults injected by
 // internal/faultproxy between the SDK and moto.
 
 import (
 	"bytes"
 	"context"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/refresher"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
+	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
 // presentations counts every refresh token presented to the provider.
@@ -94,7 +96,7 @@ func newFaultEnv(t *testing.T, tune func(*refresher.Options)) *faultEnv {
 	clock := providersim.NewClock(time.Now())
 	cs := "cs-" + randID()
 	registerSecrets(cs)
-	sim := providersim.NewRotating(providersim.RotatingOptions{ClientID: "app", ClientSecret: cs, ReuseDetection: true, Now: clock.Now})
+	sim := providersim.NewRotating(providersim.RotatingOptions{ClientID: "app", ClientSecret: cs, Now: clock.Now}) // reuse detection on: the default
 	t.Cleanup(sim.Close)
 	registerIssuer(sim)
 
@@ -297,4 +299,56 @@ func (f *faultEnv) forced(t *testing.T) refresher.Row {
 	t.Helper()
 	rep, _ := f.run(refresher.Request{Tokens: []string{"t"}, Force: true})
 	return row(t, rep, "t")
+}
+
+// Sequence 5: after 101 rotations the onboarding file, put back, is no longer in the
+// bounded seen_refresh_tokens. Before the fix its refresh token, "never seen", replaced the
+// live chain and was presented (spent) again. A new authorisation — a later authorized_at —
+// is still adopted.
+func TestSeq5OldCopyAfter101Rotations(t *testing.T) {
+	f := newFaultEnv(t, nil)
+	for i := 0; i < 101; i++ {
+		if r := f.forced(t); r.Outcome != refresher.OutcomeRefreshed {
+			t.Fatalf("rotation %d: got %s (%s), want refreshed", i+1, r.Outcome, r.Error)
+		}
+		f.clock.Advance(time.Hour) // inside the write budget
+	}
+	doc, _ := f.committed("t")
+	if doc.Seen(token.Secret(f.seed)) {
+		t.Fatalf("after 101 rotations the onboarding refresh token is still remembered; the test needs more rotations")
+	}
+
+	f.edit("t", f.orig) // the onboarding file, put back with the AWS CLI
+	rep := f.scheduled()
+	if r := row(t, rep, "t"); r.Outcome == refresher.OutcomeFailed || r.Outcome == refresher.OutcomeNeedsReauth {
+		t.Errorf("reconcile after the old copy: got %s (%s), want the copy merged and the chain kept", r.Outcome, r.Error)
+	}
+	f.clock.Advance(time.Hour)
+	if r := f.forced(t); r.Outcome != refresher.OutcomeRefreshed {
+		t.Errorf("refresh after the old copy: got %s (%s), want refreshed", r.Outcome, r.Error)
+	}
+	f.settled(t)
+
+	// A new authorisation (tokenctl authorize, or an operator's edit marked as one).
+	fresh := f.sim.Seed("offline_access fund.read target:b/t")
+	edit := maps.Clone(f.orig)
+	edit["refresh_token"] = fresh
+	edit["authorized_at"] = f.clock.Now().UTC().Format(time.RFC3339)
+	registerSecrets(fresh)
+	f.edit("t", edit)
+	f.clock.Advance(time.Hour)
+	if r := row(t, f.scheduled(), "t"); r.Outcome == refresher.OutcomeFailed || r.Outcome == refresher.OutcomeNeedsReauth {
+		t.Errorf("reconcile after the new authorisation: got %s (%s), want it adopted", r.Outcome, r.Error)
+	}
+	f.clock.Advance(time.Hour)
+	if r := f.forced(t); r.Outcome != refresher.OutcomeRefreshed {
+		t.Errorf("refresh after the new authorisation: got %s (%s), want refreshed", r.Outcome, r.Error)
+	}
+	doc, _ = f.committed("t")
+	if live := f.sim.Live(fresh); live == "" || live != doc.RefreshToken.Reveal() {
+		t.Errorf("after the new authorisation: the committed refresh token is not the new chain's live one")
+	}
+	if n := f.pres.twice(); n != 0 {
+		t.Errorf("got %d refresh tokens presented twice, want 0", n)
+	}
 }
