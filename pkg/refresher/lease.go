@@ -53,6 +53,7 @@ func (t *tokenRun) claim(q *ledger.QuotaReservation) error {
 		return t.claimErr(err)
 	}
 	t.holder, t.fence, t.leaseEnd = holder, sentWall.Add(d), sent.Add(d)
+	t.claimedBy = holder
 	if t.rec.Interrupted() {
 		t.mayBeSpent = true // an interrupted refresh may have spent the token already
 	}

@@ -38,6 +38,17 @@ func (t *tokenRun) persist(next *token.Private, to string) error {
 		return err
 	}
 	t.rel.Failure = "new token obtained but not saved"
+	if t.escrowed {
+		return fmt.Errorf("the escrowed token is still not saved; the escrow is kept for the next run: %w", err)
+	}
+	if t.rotated {
+		// Refused for good after the provider rotated: escrow at once, not at the end.
+		eerr := t.escrow(token.Secret(raw), to)
+		if eerr == nil {
+			return fmt.Errorf("new token obtained but not saved; escrowed in the state table (the next run finishes the persist): %w", err)
+		}
+		t.log.ErrorContext(t.ctx, "the rotated token could not be escrowed; it is held only in this process", "version", to, "error", eerr.Error())
+	}
 	return fmt.Errorf("new token obtained but not saved (the next run recovers it within the provider's reuse grace): %w", err)
 }
 

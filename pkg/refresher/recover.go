@@ -15,6 +15,12 @@ func (t *tokenRun) recover(in *planInput) Row {
 	if err != nil {
 		return rowFor(err) // not absence: the old refresh token is not presented again
 	}
+	if doc == nil && t.rec.Inflight != nil && len(t.rec.Inflight.Escrow) > 0 {
+		// The rotated token is in the escrow: finish its persist, never retry the old one.
+		if doc, err = t.fromEscrow(to); err != nil {
+			return rowFor(err)
+		}
+	}
 	if doc != nil {
 		t.log.InfoContext(t.ctx, "rolling forward an interrupted refresh", "version", to)
 		row := t.settle(doc, to)

@@ -56,6 +56,7 @@ func (t *tokenRun) refresh() Row {
 	if next == nil {
 		return rowFor(err)
 	}
+	t.rotated = !next.RefreshToken.IsZero() && next.RefreshToken != doc.RefreshToken
 	if err := t.persist(next, to); err != nil {
 		if !errors.Is(err, secretstore.ErrVersionConflict) {
 			return rowFor(err)

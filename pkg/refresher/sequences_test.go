@@ -19,11 +19,14 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/seed-502fa48b/token-refresher/internal/awsemu"
 	"github.com/seed-502fa48b/token-refresher/internal/faultproxy"
 	"github.com/seed-502fa48b/token-refresher/internal/providersim"
+	"github.com/seed-502fa48b/token-refresher/pkg/escrow"
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/refresher"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
@@ -350,5 +353,121 @@ func TestSeq5OldCopyAfter101Rotations(t *testing.T) {
 	}
 	if n := f.pres.twice(); n != 0 {
 		t.Errorf("got %d refresh tokens presented twice, want 0", n)
+	}
+}
+
+// newSealer creates a KMS key in moto and a Sealer with it.
+func newSealer(t *testing.T) *escrow.Sealer {
+	t.Helper()
+	client := kms.NewFromConfig(awsemu.Shared(t).AWSConfig(t))
+	out, err := client.CreateKey(context.Background(), &kms.CreateKeyInput{Description: aws.String(t.Name())})
+	if err != nil {
+		t.Fatalf("CreateKey: %v", err)
+	}
+	s, err := escrow.New(client, escrow.Options{KeyID: aws.ToString(out.KeyMetadata.KeyId)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Sequence 6: PutSecretValue is refused for good after the provider rotated. Before the fix
+// the new refresh token lived only in the dying process and, with no reuse grace, was lost
+// (the next run presented the spent one). Now it is escrowed in the in-flight record; the
+// next run with writes accepted finishes the persist and commits it.
+func TestSeq6RefusedPersistIsEscrowed(t *testing.T) {
+	tests := []struct {
+		name     string
+		fault    *faultproxy.AWSError
+		deadline time.Duration // non-zero: the run's deadline, so the fault outlasts the lease
+	}{
+		{name: "LimitExceededException", fault: faultproxy.LimitExceeded()},
+		{name: "AccessDenied", fault: &faultproxy.AWSError{Status: http.StatusBadRequest, Type: "AccessDeniedException", Message: "User is not authorized to perform: secretsmanager:PutSecretValue"}},
+		{name: "throttling past the lease", fault: faultproxy.ThrottlingError(faultproxy.SecretsManager), deadline: 6 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sealer := newSealer(t)
+			f := newFaultEnv(t, func(o *refresher.Options) { o.Sealer = sealer })
+			remove := f.proxy.Add(faultproxy.Rule{Op: "secretsmanager.PutSecretValue", Error: tc.fault})
+			ctx := context.Background()
+			if tc.deadline > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.deadline)
+				defer cancel()
+			}
+			rep, _ := f.engine.Run(ctx, refresher.Request{Tokens: []string{"t"}})
+			remove()
+			if r := row(t, rep, "t"); r.Outcome != refresher.OutcomeFailed || !strings.Contains(r.Error, "escrowed") {
+				t.Errorf("refused persist: got %s (%s), want failed, saying the token is escrowed", r.Outcome, r.Error)
+			}
+			_, rec := f.committed("t")
+			if rec.Inflight == nil || len(rec.Inflight.Escrow) == 0 {
+				t.Fatalf("refused persist: got inflight %+v, want an escrow", rec.Inflight)
+			}
+			to := rec.Inflight.To
+
+			f.clock.Advance(time.Hour) // the lease ends; past any grace
+			if r := f.runOnce(t); r.Outcome != refresher.OutcomeRefreshed {
+				t.Errorf("next run: got %s (%s), want refreshed (the escrow persisted and committed)", r.Outcome, r.Error)
+			}
+			if _, rec := f.committed("t"); rec.VersionID != to || rec.Inflight != nil {
+				t.Errorf("next run: committed %s inflight %+v, want %s committed and the escrow gone", rec.VersionID, rec.Inflight, to)
+			}
+			if n := f.pres.total(); n != 1 {
+				t.Errorf("got %d provider presentations, want 1 (the rotation; the escrow needs none)", n)
+			}
+			f.settled(t)
+		})
+	}
+}
+
+// An escrow that stays refused stays; one that does not open fails loudly; neither ever
+// presents the old refresh token.
+func TestEscrowNeverFallsBackToOldToken(t *testing.T) {
+	sealer := newSealer(t)
+	f := newFaultEnv(t, func(o *refresher.Options) { o.Sealer = sealer })
+	remove := f.proxy.Add(faultproxy.Rule{Op: "secretsmanager.PutSecretValue", Error: faultproxy.LimitExceeded()})
+	f.runOnce(t)
+	f.clock.Advance(time.Hour)
+	if r := f.runOnce(t); r.Outcome != refresher.OutcomeFailed {
+		t.Errorf("still refused: got %s (%s), want failed", r.Outcome, r.Error)
+	}
+	remove()
+	_, rec := f.committed("t")
+	if rec.Inflight == nil || len(rec.Inflight.Escrow) == 0 {
+		t.Fatalf("still refused: got inflight %+v, want the escrow kept", rec.Inflight)
+	}
+
+	// A tampered escrow does not open: the run fails loudly and presents nothing.
+	good := rec.Inflight.Escrow
+	f.setEscrow(t, append([]byte{good[0]}, make([]byte, len(good)-1)...))
+	f.clock.Advance(time.Hour)
+	if r := f.runOnce(t); r.Outcome != refresher.OutcomeFailed || !strings.Contains(r.Error, "does not open") {
+		t.Errorf("tampered escrow: got %s (%s), want failed, saying the escrow does not open", r.Outcome, r.Error)
+	}
+	f.setEscrow(t, good)
+	if n := f.pres.total(); n != 1 {
+		t.Errorf("got %d provider presentations, want 1 (the old refresh token is never presented again)", n)
+	}
+
+	f.clock.Advance(time.Hour)
+	if r := f.runOnce(t); r.Outcome != refresher.OutcomeRefreshed {
+		t.Errorf("writes accepted again: got %s (%s), want refreshed", r.Outcome, r.Error)
+	}
+	f.settled(t)
+}
+
+// setEscrow overwrites the in-flight record's sealed value, as a corruption would.
+func (f *faultEnv) setEscrow(t *testing.T, sealed []byte) {
+	t.Helper()
+	_, err := f.ddb.UpdateItem(context.Background(), &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(f.table),
+		Key:                       map[string]ddbtypes.AttributeValue{"pk": &ddbtypes.AttributeValueMemberS{Value: "token#t"}},
+		UpdateExpression:          aws.String("SET inflight.escrow = :v"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":v": &ddbtypes.AttributeValueMemberB{Value: sealed}},
+	})
+	if err != nil {
+		t.Fatalf("set escrow: %v", err)
 	}
 }

@@ -36,6 +36,11 @@ type tokenRun struct {
 	// call that may have rotated it, or a claim over an interrupted refresh); the
 	// release then leaves the in-flight record for recovery at once.
 	mayBeSpent bool
+	// claimedBy is the holder of this run's last claim, kept after the lease is gone: the
+	// escrow write is fenced by it (ledger.Escrow), not by the lease's time.
+	claimedBy string
+	rotated   bool // the provider returned a new refresh token that is not saved yet
+	escrowed  bool // the in-flight record holds this refresh's escrow
 
 	doc      *token.Private // the committed document, once read
 	quota    token.Quota
