@@ -374,3 +374,33 @@ func TestEscrowReadPaths(t *testing.T) {
 	}
 	check("Due", due)
 }
+
+// TestUnspentMark: a release may mark the refresh in flight unspent (it stays), an escrowed
+// one is never marked, and the next claim clears the mark.
+func TestUnspentMark(t *testing.T) {
+	e := newEnv(t)
+	claimed(t, e)
+	rec, err := e.l.Release(e.ctx, ledger.Release{Name: "acme", Holder: "me", Unspent: true})
+	if err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if rec.Inflight == nil || !rec.Inflight.Unspent || rec.Interrupted() {
+		t.Fatalf("after an unspent release: inflight %+v interrupted %v, want kept, unspent, not interrupted", rec.Inflight, rec.Interrupted())
+	}
+	if err := takeOver(t, e, "n5"); err != nil {
+		t.Fatalf("claim over the unspent refresh: %v", err)
+	}
+	if got := e.get(t, "acme"); got.Inflight == nil || got.Inflight.Unspent {
+		t.Errorf("after the next claim: inflight %+v, want kept with the mark cleared", got.Inflight)
+	}
+	if err := e.l.Escrow(e.ctx, ledger.EscrowWrite{Name: "acme", Holder: "next", Generation: 4, To: "n5", Sealed: sealed}); err != nil {
+		t.Fatalf("Escrow: %v", err)
+	}
+	rec, err = e.l.Release(e.ctx, ledger.Release{Name: "acme", Holder: "next", Unspent: true})
+	if err != nil {
+		t.Fatalf("Release of an escrowed refresh: %v", err)
+	}
+	if rec.Inflight == nil || rec.Inflight.Unspent || !rec.Interrupted() || len(rec.Inflight.Escrow) == 0 {
+		t.Errorf("after releasing an escrowed refresh as unspent: inflight %+v, want the escrow kept, unmarked", rec.Inflight)
+	}
+}
