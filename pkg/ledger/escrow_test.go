@@ -404,3 +404,18 @@ func TestUnspentMark(t *testing.T) {
 		t.Errorf("after releasing an escrowed refresh as unspent: inflight %+v, want the escrow kept, unmarked", rec.Inflight)
 	}
 }
+
+// TestClaimLeaseOnly: a repair's claim takes the lease and records no refresh in flight.
+func TestClaimLeaseOnly(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, ledger.Record{Name: "acme", VersionID: "v1", Generation: 4, Status: ledger.StatusActive, NextDueAt: t0})
+	c := ledger.Claim{Name: "acme", Holder: "me", Generation: 4, LeaseOnly: true, From: "v1", To: "n5", LeaseUntil: t0.Add(time.Minute)}
+	for i := range 2 { // the second call is a retry
+		if err := e.l.Claim(e.ctx, c); err != nil {
+			t.Fatalf("Claim call %d: %v", i+1, err)
+		}
+	}
+	if got := e.get(t, "acme"); got.LeaseHolder != "me" || got.Inflight != nil {
+		t.Errorf("after a lease-only claim: holder %q inflight %+v, want me and none", got.LeaseHolder, got.Inflight)
+	}
+}

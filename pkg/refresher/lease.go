@@ -22,15 +22,19 @@ import (
 var errTakenOver = errors.New("the lease ended before the new version was saved; the next run recovers it")
 
 // claimRefresh takes the lease and one quota unit in one transaction (step 1 of a refresh).
-func (t *tokenRun) claimRefresh() error { return t.claim(t.quotaUnit()) }
+func (t *tokenRun) claimRefresh() error { return t.claim(t.quotaUnit(), false) }
 
-// claimLease takes the lease alone: to repair, recover or adopt without a provider call.
-func (t *tokenRun) claimLease() error { return t.claim(nil) }
+// claimLease takes the lease alone: to recover or adopt without a provider call.
+func (t *tokenRun) claimLease() error { return t.claim(nil, false) }
+
+// claimRepair takes the lease for a repair that writes no private version (label, publish):
+// no refresh in flight is recorded, so none is left behind.
+func (t *tokenRun) claimRepair() error { return t.claim(nil, true) }
 
 // claim takes the lease, and quota unit q when not nil, in one transaction. It holds only on
 // the record as read: the same generation, and a refresh in flight exactly when the record
 // showed one (a recovery's claim).
-func (t *tokenRun) claim(q *ledger.QuotaReservation) error {
+func (t *tokenRun) claim(q *ledger.QuotaReservation, repair bool) error {
 	if t.holder != "" {
 		return nil
 	}
@@ -41,7 +45,8 @@ func (t *tokenRun) claim(q *ledger.QuotaReservation) error {
 	}
 	c := ledger.Claim{
 		Name: t.name, Holder: holder, Generation: t.rec.Generation,
-		ExpectInflight: t.rec.Inflight != nil, From: t.rec.VersionID, To: t.nextVersion(),
+		ExpectInflight: t.rec.Inflight != nil, LeaseOnly: repair && t.rec.Inflight == nil,
+		From: t.rec.VersionID, To: t.nextVersion(),
 		Quota: q,
 	}
 	// The lease runs from before the request was sent: an answer that arrives late
