@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
@@ -59,6 +60,9 @@ func (t *tokenRun) claim(q *ledger.QuotaReservation, repair bool) error {
 	}
 	t.holder, t.fence, t.leaseEnd = holder, sentWall.Add(d), sent.Add(d)
 	t.claimedBy = holder
+	// A slow answer may have come after the lease ended in the table (a stalled process, a
+	// lease taken over): the lease is read again before the provider call.
+	t.lateClaim = time.Since(sentWall) > slowClaim
 	if t.rec.Interrupted() {
 		t.mayBeSpent = true // an interrupted refresh may have spent the token already
 	}
@@ -137,9 +141,6 @@ func (t *tokenRun) renew() error {
 	if d < t.e.opts.PersistBudget/2 {
 		return errTakenOver // the invocation ends before another write could finish
 	}
-	if t.leaseLeft() <= 0 {
-		return errTakenOver // a renewal cannot revive a lease that has ended: another holder may act
-	}
 	sentWall, sent := time.Now(), t.e.now() // counted from before the request, like the claim
 	if _, err := t.e.opts.Ledger.Renew(t.ctx, t.name, t.holder, t.rec.Generation, sent.Add(d+t.e.opts.ClockSkew)); err != nil {
 		t.log.WarnContext(t.ctx, "lease renewal refused; writing nothing more", "error", err.Error())
@@ -148,6 +149,31 @@ func (t *tokenRun) renew() error {
 	}
 	t.fence, t.leaseEnd = sentWall.Add(d), sent.Add(d)
 	t.log.InfoContext(t.ctx, "lease renewed while saving the new version")
+	return nil
+}
+
+// slowClaim is the claim round trip past which the lease is confirmed (one consistent read)
+// before the provider is called; a claim normally answers in milliseconds.
+const slowClaim = 100 * time.Millisecond
+
+// errLeaseLostBeforeCall: a late claim's lease was already taken over; nothing was called.
+var errLeaseLostBeforeCall = errors.New("lease lost before the provider call: another run took the refresh over (the claim's answer came late); the provider was not called")
+
+// confirmLease reads the record (consistently) after a late claim answer: the provider is
+// called only while the table still shows this holder's lease.
+func (t *tokenRun) confirmLease() error {
+	if !t.lateClaim {
+		return nil
+	}
+	rec, err := t.e.opts.Ledger.Get(t.ctx, t.name)
+	if err != nil {
+		return fmt.Errorf("confirm the lease after a late claim answer (the provider was not called): %w", err)
+	}
+	if rec.LeaseHolder != t.holder || !rec.LeaseUntil.After(t.e.now()) {
+		t.leaseGone()
+		return errLeaseLostBeforeCall
+	}
+	t.lateClaim = false
 	return nil
 }
 

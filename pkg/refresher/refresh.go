@@ -188,6 +188,9 @@ func (t *tokenRun) call(doc *token.Private) (*provider.Result, error) {
 				return nil, err
 			}
 		}
+		if err := t.confirmLease(); err != nil {
+			return nil, err
+		}
 		// No provider call starts without time left, inside the lease, to persist its answer.
 		callTimeout := min(t.e.opts.ProviderTimeout, t.leaseLeft()-t.e.opts.PersistBudget)
 		if callTimeout < min(t.e.opts.ProviderTimeout, minProviderCall) {

@@ -40,6 +40,7 @@ type tokenRun struct {
 	// escrow write is fenced by it (ledger.Escrow), not by the lease's time.
 	claimedBy string
 	rotated   bool // the provider returned a new refresh token that is not saved yet
+	lateClaim bool // the claim's answer came late: confirm the lease before the provider call
 	escrowed  bool // the in-flight record holds this refresh's escrow
 
 	doc      *token.Private // the committed document, once read
