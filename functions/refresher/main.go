@@ -18,9 +18,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/smithy-go/logging"
 
+	"github.com/seed-502fa48b/token-refresher/pkg/escrow"
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/notify"
 	"github.com/seed-502fa48b/token-refresher/pkg/refresher"
@@ -78,6 +80,15 @@ func setup(logger *slog.Logger) (*refresher.Engine, error) {
 	}
 	opts.Secrets = secretstore.NewWithOptions(secretsmanager.NewFromConfig(cfg), secretstore.Options{KMSKeyID: env.str("KMS_KEY_ID")})
 	opts.Ledger = ledger.New(dynamodb.NewFromConfig(cfg), ledger.Options{Table: table})
+	if key := env.str("ESCROW_KEY_ID"); key != "" {
+		sealer, err := escrow.New(kms.NewFromConfig(cfg), escrow.Options{KeyID: key})
+		if err != nil {
+			return nil, fmt.Errorf("ESCROW_KEY_ID: %w", err)
+		}
+		opts.Sealer = sealer
+	} else {
+		logger.Warn("ESCROW_KEY_ID is not set: a rotated token that Secrets Manager refuses is held only in memory and lost when the invocation ends")
+	}
 	if bus := env.str("EVENT_BUS_NAME"); bus != "" {
 		opts.Notifier = notify.New(eventbridge.NewFromConfig(cfg), notify.Options{EventBusName: bus, Logger: logger})
 	}

@@ -69,6 +69,26 @@ func TestSetupSweepOff(t *testing.T) {
 	}
 }
 
+// ESCROW_KEY_ID builds the KMS sealer; without it the function says a refused persist after
+// a rotation is held only in memory.
+func TestSetupEscrow(t *testing.T) {
+	for _, tt := range []struct {
+		key      string
+		wantWarn bool
+	}{{"", true}, {"alias/token-refresher-escrow", false}} {
+		t.Setenv("STATE_TABLE", "tokens")
+		t.Setenv("AWS_REGION", "us-east-1")
+		t.Setenv("ESCROW_KEY_ID", tt.key)
+		var out strings.Builder
+		if _, err := setup(slog.New(slog.NewTextHandler(&out, nil))); err != nil {
+			t.Fatalf("ESCROW_KEY_ID=%q: %v", tt.key, err)
+		}
+		if got := strings.Contains(out.String(), "held only in memory"); got != tt.wantWarn {
+			t.Errorf("ESCROW_KEY_ID=%q: got warning %v, want %v (log %q)", tt.key, got, tt.wantWarn, out.String())
+		}
+	}
+}
+
 // Logs are JSON whatever AWS_LAMBDA_LOG_FORMAT says, with the invocation's request id.
 func TestLogsAreJSON(t *testing.T) {
 	var buf strings.Builder

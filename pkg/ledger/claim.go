@@ -27,9 +27,12 @@ type Claim struct {
 	Name, Holder   string
 	Generation     int64 // the record's generation the refresh starts from
 	ExpectInflight bool  // true when recovering an interrupted refresh
-	From, To       string
-	LeaseUntil     time.Time
-	Quota          *QuotaReservation // nil: no quota unit is reserved
+	// LeaseOnly takes the lease without recording a refresh in flight: a repair that
+	// writes no private version (with ExpectInflight false only).
+	LeaseOnly  bool
+	From, To   string
+	LeaseUntil time.Time
+	Quota      *QuotaReservation // nil: no quota unit is reserved
 }
 
 // claimNamespace scopes the transaction tokens derived for claims.
@@ -72,8 +75,9 @@ func (l *Ledger) Claim(ctx context.Context, c Claim) error {
 		))
 		upd = setOrRemove(upd, pathInflightFrom, c.From)
 		upd = setOrRemove(upd, pathInflightTo, c.To)
-		upd = upd.Set(expression.Name(pathInflightStartedAt), expression.Value(formatTime(now)))
-	} else {
+		upd = upd.Set(expression.Name(pathInflightStartedAt), expression.Value(formatTime(now))).
+			Remove(expression.Name(pathInflightUnspent)) // this holder may spend it
+	} else if !c.LeaseOnly {
 		upd = upd.Set(expression.Name(attrInflight), expression.Value(inflightItem{From: c.From, To: c.To, StartedAt: formatTime(now)}))
 	}
 	cond := leaseFree.And(expression.Name(attrGeneration).Equal(expression.Value(c.Generation)), inflightCond)
@@ -156,7 +160,7 @@ func ownClaim(item map[string]types.AttributeValue, c Claim, nowMS int64) bool {
 func ownRecord(r Record, c Claim, nowMS int64) bool {
 	return r.LeaseHolder == c.Holder && r.Generation == c.Generation &&
 		r.LeaseUntil.UnixMilli() >= nowMS &&
-		r.Inflight != nil && r.Inflight.From == c.From && r.Inflight.To == c.To
+		(c.LeaseOnly && r.Inflight == nil || r.Inflight != nil && r.Inflight.From == c.From && r.Inflight.To == c.To)
 }
 
 // bucketReservation is "one more unit, if under the limit and not

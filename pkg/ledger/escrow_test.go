@@ -262,10 +262,10 @@ func TestReleaseKeepsEscrow(t *testing.T) {
 		release ledger.Release
 		expire  bool // the lease ended before the release
 	}{
-		{name: "without KeepInflight", release: ledger.Release{Name: "acme", Holder: "me"}},
-		{name: "without KeepInflight, failure counted", release: ledger.Release{Name: "acme", Holder: "me", Failure: "persist: LimitExceededException", NextDueAt: due}},
-		{name: "without KeepInflight, lease ended", release: ledger.Release{Name: "acme", Holder: "me", Failure: "persist: throttled"}, expire: true},
-		{name: "with KeepInflight", release: ledger.Release{Name: "acme", Holder: "me", KeepInflight: true, Failure: "persist: AccessDenied"}},
+		{name: "plain", release: ledger.Release{Name: "acme", Holder: "me"}},
+		{name: "failure counted", release: ledger.Release{Name: "acme", Holder: "me", Failure: "persist: LimitExceededException", NextDueAt: due}},
+		{name: "lease ended", release: ledger.Release{Name: "acme", Holder: "me", Failure: "persist: throttled"}, expire: true},
+		{name: "unspent asked", release: ledger.Release{Name: "acme", Holder: "me", Unspent: true, Failure: "persist: AccessDenied"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -373,4 +373,49 @@ func TestEscrowReadPaths(t *testing.T) {
 		t.Fatalf("Due: %v", err)
 	}
 	check("Due", due)
+}
+
+// TestUnspentMark: a release may mark the refresh in flight unspent (it stays), an escrowed
+// one is never marked, and the next claim clears the mark.
+func TestUnspentMark(t *testing.T) {
+	e := newEnv(t)
+	claimed(t, e)
+	rec, err := e.l.Release(e.ctx, ledger.Release{Name: "acme", Holder: "me", Unspent: true})
+	if err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if rec.Inflight == nil || !rec.Inflight.Unspent || rec.Interrupted() {
+		t.Fatalf("after an unspent release: inflight %+v interrupted %v, want kept, unspent, not interrupted", rec.Inflight, rec.Interrupted())
+	}
+	if err := takeOver(t, e, "n5"); err != nil {
+		t.Fatalf("claim over the unspent refresh: %v", err)
+	}
+	if got := e.get(t, "acme"); got.Inflight == nil || got.Inflight.Unspent {
+		t.Errorf("after the next claim: inflight %+v, want kept with the mark cleared", got.Inflight)
+	}
+	if err := e.l.Escrow(e.ctx, ledger.EscrowWrite{Name: "acme", Holder: "next", Generation: 4, To: "n5", Sealed: sealed}); err != nil {
+		t.Fatalf("Escrow: %v", err)
+	}
+	rec, err = e.l.Release(e.ctx, ledger.Release{Name: "acme", Holder: "next", Unspent: true})
+	if err != nil {
+		t.Fatalf("Release of an escrowed refresh: %v", err)
+	}
+	if rec.Inflight == nil || rec.Inflight.Unspent || !rec.Interrupted() || len(rec.Inflight.Escrow) == 0 {
+		t.Errorf("after releasing an escrowed refresh as unspent: inflight %+v, want the escrow kept, unmarked", rec.Inflight)
+	}
+}
+
+// TestClaimLeaseOnly: a repair's claim takes the lease and records no refresh in flight.
+func TestClaimLeaseOnly(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, ledger.Record{Name: "acme", VersionID: "v1", Generation: 4, Status: ledger.StatusActive, NextDueAt: t0})
+	c := ledger.Claim{Name: "acme", Holder: "me", Generation: 4, LeaseOnly: true, From: "v1", To: "n5", LeaseUntil: t0.Add(time.Minute)}
+	for i := range 2 { // the second call is a retry
+		if err := e.l.Claim(e.ctx, c); err != nil {
+			t.Fatalf("Claim call %d: %v", i+1, err)
+		}
+	}
+	if got := e.get(t, "acme"); got.LeaseHolder != "me" || got.Inflight != nil {
+		t.Errorf("after a lease-only claim: holder %q inflight %+v, want me and none", got.LeaseHolder, got.Inflight)
+	}
 }

@@ -476,13 +476,14 @@ func TestRelease(t *testing.T) {
 		wantFailures int
 		wantLastErr  string
 		wantInflight bool
+		wantUnspent  bool
 		wantDue      time.Time
 	}{
-		{name: "plain", release: ledger.Release{Name: "acme", Holder: "me"}, wantFailures: 1, wantLastErr: "old"},
+		{name: "plain", release: ledger.Release{Name: "acme", Holder: "me"}, wantFailures: 1, wantLastErr: "old", wantInflight: true},
 		{name: "failure counted", release: ledger.Release{Name: "acme", Holder: "me", Failure: "provider: 503 Service Unavailable", NextDueAt: due},
-			wantFailures: 2, wantLastErr: "provider: 503 Service Unavailable", wantDue: due},
-		{name: "keep inflight", release: ledger.Release{Name: "acme", Holder: "me", KeepInflight: true, Failure: "persist: timeout"},
-			wantFailures: 2, wantLastErr: "persist: timeout", wantInflight: true},
+			wantFailures: 2, wantLastErr: "provider: 503 Service Unavailable", wantDue: due, wantInflight: true},
+		{name: "unspent", release: ledger.Release{Name: "acme", Holder: "me", Unspent: true, Failure: "persist: timeout"},
+			wantFailures: 2, wantLastErr: "persist: timeout", wantInflight: true, wantUnspent: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -499,6 +500,9 @@ func TestRelease(t *testing.T) {
 			}
 			if (got.Inflight != nil) != tc.wantInflight {
 				t.Errorf("inflight = %+v, want present %v", got.Inflight, tc.wantInflight)
+			}
+			if got.Inflight != nil && got.Inflight.Unspent != tc.wantUnspent {
+				t.Errorf("inflight unspent = %v, want %v", got.Inflight.Unspent, tc.wantUnspent)
 			}
 			if got.ConsecutiveFailures != tc.wantFailures || got.LastError != tc.wantLastErr {
 				t.Errorf("failures = %d %q, want %d %q", got.ConsecutiveFailures, got.LastError, tc.wantFailures, tc.wantLastErr)
@@ -519,8 +523,6 @@ func TestRelease(t *testing.T) {
 	}{
 		{name: "another holder has the lease", record: func() ledger.Record { r := held; r.LeaseHolder = "newcomer"; return r }(),
 			release: ledger.Release{Name: "acme", Holder: "me", Failure: "x"}},
-		{name: "free, but someone's inflight is left", record: func() ledger.Record { r := held; r.LeaseHolder, r.LeaseUntil = "", time.Time{}; return r }(),
-			release: ledger.Release{Name: "acme", Holder: "me"}},
 	}
 	for _, tc := range lost {
 		t.Run(tc.name, func(t *testing.T) {

@@ -149,6 +149,15 @@ type Inflight struct {
 	// Only the commit that settles the refresh removes it.
 	Escrow     []byte
 	EscrowedAt time.Time
+	// Unspent: the holder released it knowing the refresh token was not spent
+	// (Release.Unspent); the refresh need not be recovered at once.
+	Unspent bool
+}
+
+// Interrupted reports whether the record has a refresh in flight that may have
+// spent its refresh token: recovery settles it before anything else.
+func (r Record) Interrupted() bool {
+	return r.Inflight != nil && (!r.Inflight.Unspent || r.Inflight.Escrow != nil)
 }
 
 // Record is one token's state.
@@ -217,6 +226,7 @@ type inflightItem struct {
 	StartedAt  string `dynamodbav:"started_at,omitempty"`
 	Escrow     []byte `dynamodbav:"escrow,omitempty"`
 	EscrowedAt string `dynamodbav:"escrowed_at,omitempty"`
+	Unspent    bool   `dynamodbav:"unspent,omitempty"`
 }
 
 // Attribute paths inside inflight (the names of inflightItem's fields).
@@ -226,6 +236,7 @@ const (
 	pathInflightStartedAt  = attrInflight + ".started_at"
 	pathInflightEscrow     = attrInflight + ".escrow"
 	pathInflightEscrowedAt = attrInflight + ".escrowed_at"
+	pathInflightUnspent    = attrInflight + ".unspent"
 )
 
 type bucketItem struct {
@@ -299,7 +310,7 @@ func toItem(r Record) recordItem {
 	if r.Inflight != nil {
 		it.Inflight = &inflightItem{
 			From: r.Inflight.From, To: r.Inflight.To, StartedAt: formatTime(r.Inflight.StartedAt),
-			Escrow: r.Inflight.Escrow, EscrowedAt: formatTime(r.Inflight.EscrowedAt),
+			Escrow: r.Inflight.Escrow, EscrowedAt: formatTime(r.Inflight.EscrowedAt), Unspent: r.Inflight.Unspent,
 		}
 	}
 	return it
@@ -355,7 +366,7 @@ func decodeRecord(av map[string]types.AttributeValue) (Record, error) {
 		if err != nil {
 			return Record{}, err
 		}
-		r.Inflight = &Inflight{From: it.Inflight.From, To: it.Inflight.To, StartedAt: started, Escrow: it.Inflight.Escrow, EscrowedAt: escrowedAt}
+		r.Inflight = &Inflight{From: it.Inflight.From, To: it.Inflight.To, StartedAt: started, Escrow: it.Inflight.Escrow, EscrowedAt: escrowedAt, Unspent: it.Inflight.Unspent}
 	}
 	return r, nil
 }

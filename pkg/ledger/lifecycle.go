@@ -120,12 +120,19 @@ func (l *Ledger) Commit(ctx context.Context, c Commit) (Record, error) {
 	return Record{}, fmt.Errorf("ledger: commit %s: %w", c.Name, ErrLeaseLost)
 }
 
-// Release gives the lease up without committing.
+// Release gives the lease up without committing. It never removes the
+// in-flight record: only the commit that settles the refresh does
+// (docs/design.md §4, "evidence outlives failure").
 type Release struct {
 	Name, Holder string
-	Failure      string    // non-empty: count a failure and record it as last_error (never a secret)
-	KeepInflight bool      // keep inflight for recovery (the provider may have rotated); an escrowed inflight is always kept
-	NextDueAt    time.Time // non-zero: when to try again
+	Failure      string // non-empty: count a failure and record it as last_error (never a secret)
+	// Unspent marks the in-flight record as a refresh that cannot have spent
+	// the refresh token (the provider was never called, or refused it for
+	// sure), so the next run follows the token's own timing instead of
+	// recovering at once. Ignored when the record holds an escrow. The next
+	// claim clears the mark.
+	Unspent   bool
+	NextDueAt time.Time // non-zero: when to try again
 	// Published, when positive, records that the access secret now carries
 	// this generation; it is taken only while the record is at that
 	// generation, so it never runs ahead of or behind the commit.
@@ -134,19 +141,16 @@ type Release struct {
 
 // Release drops the lease if Holder holds it and returns the record as
 // stored. ErrLeaseLost when another holder has it; nil (and the record as it
-// is) when it is already free with nothing of ours left (a retried release).
-// An inflight that carries an escrow is kept whatever KeepInflight says: it
-// holds the only durable copy of a rotated token, which only the commit that
-// settles the refresh may remove.
+// is) when it is already free (a retried release).
 func (l *Ledger) Release(ctx context.Context, r Release) (Record, error) {
 	if r.Name == "" || r.Holder == "" {
 		return Record{}, fmt.Errorf("ledger: release %q: empty name or holder", r.Name)
 	}
 	upd := expression.Remove(expression.Name(attrLeaseHolder)).Remove(expression.Name(attrLeaseUntil))
 	cond := expression.Name(attrLeaseHolder).Equal(expression.Value(r.Holder))
-	if !r.KeepInflight {
-		upd = upd.Remove(expression.Name(attrInflight))
-		cond = cond.And(expression.Name(pathInflightEscrow).AttributeNotExists())
+	if r.Unspent {
+		upd = upd.Set(expression.Name(pathInflightUnspent), expression.Value(true))
+		cond = cond.And(expression.Name(attrInflight).AttributeExists(), expression.Name(pathInflightEscrow).AttributeNotExists())
 	}
 	if r.Failure != "" {
 		upd = upd.Add(expression.Name(attrFailures), expression.Value(1)).
@@ -169,13 +173,12 @@ func (l *Ledger) Release(ctx context.Context, r Release) (Record, error) {
 	}
 	if res.item != nil {
 		rec, err := decodeRecord(res.item)
-		escrowed := err == nil && rec.Inflight != nil && rec.Inflight.Escrow != nil
-		if !r.KeepInflight && escrowed && rec.LeaseHolder == r.Holder {
-			// Refused for the escrow: release again, keeping the inflight.
-			r.KeepInflight = true
+		if err == nil && r.Unspent && rec.LeaseHolder == r.Holder {
+			// No inflight, or an escrow: nothing to mark; release without it.
+			r.Unspent = false
 			return l.Release(ctx, r)
 		}
-		if err == nil && rec.LeaseHolder == "" && (r.KeepInflight || rec.Inflight == nil || escrowed) && (r.Published == 0 || rec.PublishedGeneration >= r.Published) {
+		if err == nil && rec.LeaseHolder == "" && (r.Published == 0 || rec.PublishedGeneration >= r.Published) {
 			return rec, nil
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
+	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
@@ -47,39 +48,48 @@ type mergedEdit struct {
 	// stale: the edit copied a version the chain has moved past; doc is the committed
 	// document with the edit's provider and policy settings.
 	stale bool
-	// newRefreshToken: the edit's refresh token is one the chain has never held, and doc
-	// carries it.
+	// newRefreshToken: the edit is a new authorisation (or the chain was dead) and doc
+	// carries its refresh token.
 	newRefreshToken bool
 }
 
-// mergeEdit decides what an operator's edit becomes (docs/design.md §2). A copy of a version the
-// chain has moved past — it carries one of our version ids other than the committed one, or
-// a refresh token the chain has already held — takes the operator's provider and policy and
-// keeps the committed refresh token, unless the copy brings a refresh token the chain has
-// never seen (a re-authorisation pasted into an old copy): only such a token replaces it.
-// Anything else is adopted whole.
-func mergeEdit(committed *token.Private, committedID string, edit *token.Private) mergedEdit {
+// mergeEdit decides what an operator's edit becomes (docs/design.md §2). An edit's refresh
+// token replaces the committed one only when the edit is a new authorisation —
+// edit.NewAuthorizationOver(committed): its authorized_at is later than the committed
+// document's — or the chain is already dead (chainDead: needs_reauth), and never when the
+// chain has held that token (seen_refresh_tokens is a hint: a token in it is never taken
+// back, but a token missing from it proves nothing, the list being bounded). Any other edit
+// that carries another refresh token, or one of our version ids other than the committed
+// one, is a copy: it gives its provider and policy settings and keeps the committed refresh
+// token. Anything else is adopted whole.
+func mergeEdit(committed *token.Private, committedID string, edit *token.Private, chainDead bool) mergedEdit {
 	if committed == nil {
 		return mergedEdit{doc: edit.Clone(), stale: edit.VersionID != "" && edit.VersionID != committedID, newRefreshToken: true}
 	}
 	rt := edit.RefreshToken
-	unseen := !rt.IsZero() && rt != committed.RefreshToken && !committed.Seen(rt)
-	stale := (edit.VersionID != "" && edit.VersionID != committedID) ||
-		(!rt.IsZero() && rt != committed.RefreshToken && !unseen)
+	other := !rt.IsZero() && rt != committed.RefreshToken
+	take := other && !committed.Seen(rt) && (chainDead || committed.Status == token.StatusNeedsReauth || edit.NewAuthorizationOver(committed))
+	stale := (edit.VersionID != "" && edit.VersionID != committedID) || (other && !take)
 	if !stale {
 		merged := edit.Clone()
 		merged.SeenRefreshTokens = append([]string(nil), committed.SeenRefreshTokens...)
 		merged.Remember(rt)
-		return mergedEdit{doc: merged, newRefreshToken: unseen}
+		if merged.AuthorizedAt.Before(committed.AuthorizedAt) {
+			merged.AuthorizedAt = committed.AuthorizedAt // a mark is never taken back either
+		}
+		return mergedEdit{doc: merged, newRefreshToken: take}
 	}
 	merged := committed.Clone()
 	merged.Provider, merged.Policy = edit.Provider, edit.Policy
-	if unseen {
+	if take {
 		merged.RefreshToken, merged.RefreshExpiresAt = rt, edit.RefreshExpiresAt
 		merged.Status, merged.StatusReason = token.StatusActive, ""
+		if edit.AuthorizedAt.After(merged.AuthorizedAt) {
+			merged.AuthorizedAt = edit.AuthorizedAt
+		}
 		merged.Remember(rt)
 	}
-	return mergedEdit{doc: merged, stale: true, newRefreshToken: unseen}
+	return mergedEdit{doc: merged, stale: true, newRefreshToken: take}
 }
 
 // adoptEdit makes an operator's AWSCURRENT version the committed base, active again, or —
@@ -88,10 +98,18 @@ func mergeEdit(committed *token.Private, committedID string, edit *token.Private
 // reports a re-seed after needs_reauth, which refreshes at once to prove the credentials.
 func (t *tokenRun) adoptEdit(editID string, edit *token.Private) (force bool, err error) {
 	committed, cerr := t.readDoc(t.rec.VersionID)
-	if cerr != nil {
-		committed = nil // an unreadable base cannot tell staleness; the edit wins
+	switch {
+	case cerr == nil:
+	case isInvalid(cerr) || errors.Is(cerr, secretstore.ErrNotFound):
+		// Only a committed version that is gone or not a valid document lets the edit be
+		// judged without it: there is no live chain in it to protect.
+		t.log.WarnContext(t.ctx, "the committed version is unusable; the edit is judged alone", "error", cerr.Error())
+		committed = nil
+	default:
+		// A failed read is not absence: the edit could be a stale copy (docs/design.md §4).
+		return false, fmt.Errorf("adopt operator edit: %w", cerr)
 	}
-	m := mergeEdit(committed, t.rec.VersionID, edit)
+	m := mergeEdit(committed, t.rec.VersionID, edit, t.rec.Status == token.StatusNeedsReauth)
 	if err := t.claimLease(); err != nil {
 		return false, err
 	}
@@ -99,7 +117,7 @@ func (t *tokenRun) adoptEdit(editID string, edit *token.Private) (force bool, er
 	if m.stale {
 		return false, t.adoptStaleEdit(editID, m)
 	}
-	if t.rec.Inflight != nil {
+	if t.rec.Interrupted() {
 		t.log.WarnContext(t.ctx, "an operator edit supersedes an interrupted refresh", "inflight_version", t.rec.Inflight.To)
 	}
 	before := t.rec.Status
@@ -122,7 +140,7 @@ func (t *tokenRun) adoptEdit(editID string, edit *token.Private) (force bool, er
 // adoptStaleEdit writes, commits, labels and publishes the merge of a stale copy as the next
 // version, under the lease adoptEdit holds.
 func (t *tokenRun) adoptStaleEdit(editID string, m mergedEdit) error {
-	kept := "the committed refresh token is kept"
+	kept := "the committed refresh token is kept (to replace it, mark the edit as a new authorisation: authorized_at later than the committed version's)"
 	if m.newRefreshToken {
 		kept = "its new refresh token replaces the committed one"
 	}

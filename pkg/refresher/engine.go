@@ -72,6 +72,14 @@ type stateTable interface {
 	Commit(ctx context.Context, c ledger.Commit) (ledger.Record, error)
 	Release(ctx context.Context, r ledger.Release) (ledger.Record, error)
 	MarkUnpublished(ctx context.Context, name string, generation int64) error
+	Escrow(ctx context.Context, w ledger.EscrowWrite) error
+}
+
+// sealer encrypts a rotated private document for the state table (pkg/escrow), bound to
+// the token and the in-flight version id.
+type sealer interface {
+	Seal(ctx context.Context, name, to string, plaintext token.Secret) ([]byte, error)
+	Open(ctx context.Context, name, to string, sealed []byte) (token.Secret, error)
 }
 
 // notifier publishes token-level events (pkg/notify).
@@ -93,6 +101,10 @@ type Options struct {
 	SweepInterval time.Duration
 	Concurrency   int      // tokens refreshed at once; default 8
 	Notifier      notifier // optional: EventBridge notifications
+	// Sealer, optional, escrows a rotated token in the state table when Secrets Manager
+	// refuses its persist (docs/design.md §4). nil: no escrow; such a token is held only
+	// in the dying process.
+	Sealer sealer
 
 	HTTPClient      *http.Client
 	ProviderTimeout time.Duration // one provider request; default 10s

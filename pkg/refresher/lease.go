@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
@@ -22,15 +23,19 @@ import (
 var errTakenOver = errors.New("the lease ended before the new version was saved; the next run recovers it")
 
 // claimRefresh takes the lease and one quota unit in one transaction (step 1 of a refresh).
-func (t *tokenRun) claimRefresh() error { return t.claim(t.quotaUnit()) }
+func (t *tokenRun) claimRefresh() error { return t.claim(t.quotaUnit(), false) }
 
-// claimLease takes the lease alone: to repair, recover or adopt without a provider call.
-func (t *tokenRun) claimLease() error { return t.claim(nil) }
+// claimLease takes the lease alone: to recover or adopt without a provider call.
+func (t *tokenRun) claimLease() error { return t.claim(nil, false) }
+
+// claimRepair takes the lease for a repair that writes no private version (label, publish):
+// no refresh in flight is recorded, so none is left behind.
+func (t *tokenRun) claimRepair() error { return t.claim(nil, true) }
 
 // claim takes the lease, and quota unit q when not nil, in one transaction. It holds only on
 // the record as read: the same generation, and a refresh in flight exactly when the record
 // showed one (a recovery's claim).
-func (t *tokenRun) claim(q *ledger.QuotaReservation) error {
+func (t *tokenRun) claim(q *ledger.QuotaReservation, repair bool) error {
 	if t.holder != "" {
 		return nil
 	}
@@ -41,13 +46,26 @@ func (t *tokenRun) claim(q *ledger.QuotaReservation) error {
 	}
 	c := ledger.Claim{
 		Name: t.name, Holder: holder, Generation: t.rec.Generation,
-		ExpectInflight: t.rec.Inflight != nil, From: t.rec.VersionID, To: t.nextVersion(),
-		LeaseUntil: t.e.now().Add(d + t.e.opts.ClockSkew), Quota: q,
+		ExpectInflight: t.rec.Inflight != nil, LeaseOnly: repair && t.rec.Inflight == nil,
+		From: t.rec.VersionID, To: t.nextVersion(),
+		Quota: q,
 	}
+	// The lease runs from before the request was sent: an answer that arrives late
+	// must not stretch it (docs/design.md §4, "a deadline is counted from before the
+	// request").
+	sentWall, sent := time.Now(), t.e.now()
+	c.LeaseUntil = sent.Add(d + t.e.opts.ClockSkew)
 	if err := t.e.opts.Ledger.Claim(t.ctx, c); err != nil {
 		return t.claimErr(err)
 	}
-	t.holder, t.fence = holder, time.Now().Add(d)
+	t.holder, t.fence, t.leaseEnd = holder, sentWall.Add(d), sent.Add(d)
+	t.claimedBy = holder
+	// A slow answer may have come after the lease ended in the table (a stalled process, a
+	// lease taken over): the lease is read again before the provider call.
+	t.lateClaim = time.Since(sentWall) > slowClaim
+	if t.rec.Interrupted() {
+		t.mayBeSpent = true // an interrupted refresh may have spent the token already
+	}
 	t.rel = ledger.Release{}
 	if q != nil {
 		t.st.noteQuota(quotaSeen{key: q.Key, day: q.Day, limit: q.Limit})
@@ -108,7 +126,7 @@ func (t *tokenRun) fenced(write func(ctx context.Context) error) error {
 
 // keepLease renews the lease when less than half a persist budget (plus ahead) is left.
 func (t *tokenRun) keepLease(ahead time.Duration) error {
-	if time.Until(t.fence) < t.e.opts.PersistBudget/2+ahead {
+	if t.leaseLeft() < t.e.opts.PersistBudget/2+ahead {
 		return t.renew()
 	}
 	return nil
@@ -120,18 +138,49 @@ func (t *tokenRun) renew() error {
 	if left, ok := timeLeft(t.ctx); ok && left < d {
 		d = left
 	}
-	until := t.e.now().Add(d + t.e.opts.ClockSkew)
 	if d < t.e.opts.PersistBudget/2 {
 		return errTakenOver // the invocation ends before another write could finish
 	}
-	if _, err := t.e.opts.Ledger.Renew(t.ctx, t.name, t.holder, t.rec.Generation, until); err != nil {
+	sentWall, sent := time.Now(), t.e.now() // counted from before the request, like the claim
+	if _, err := t.e.opts.Ledger.Renew(t.ctx, t.name, t.holder, t.rec.Generation, sent.Add(d+t.e.opts.ClockSkew)); err != nil {
 		t.log.WarnContext(t.ctx, "lease renewal refused; writing nothing more", "error", err.Error())
 		t.leaseGone()
 		return errTakenOver
 	}
-	t.fence = time.Now().Add(d)
+	t.fence, t.leaseEnd = sentWall.Add(d), sent.Add(d)
 	t.log.InfoContext(t.ctx, "lease renewed while saving the new version")
 	return nil
+}
+
+// slowClaim is the claim round trip past which the lease is confirmed (one consistent read)
+// before the provider is called; a claim normally answers in milliseconds.
+const slowClaim = 100 * time.Millisecond
+
+// errLeaseLostBeforeCall: a late claim's lease was already taken over; nothing was called.
+var errLeaseLostBeforeCall = errors.New("lease lost before the provider call: another run took the refresh over (the claim's answer came late); the provider was not called")
+
+// confirmLease reads the record (consistently) after a late claim answer: the provider is
+// called only while the table still shows this holder's lease.
+func (t *tokenRun) confirmLease() error {
+	if !t.lateClaim {
+		return nil
+	}
+	rec, err := t.e.opts.Ledger.Get(t.ctx, t.name)
+	if err != nil {
+		return fmt.Errorf("confirm the lease after a late claim answer (the provider was not called): %w", err)
+	}
+	if rec.LeaseHolder != t.holder || !rec.LeaseUntil.After(t.e.now()) {
+		t.leaseGone()
+		return errLeaseLostBeforeCall
+	}
+	t.lateClaim = false
+	return nil
+}
+
+// leaseLeft is how long the lease still covers this holder: the earlier of its wall-clock
+// fence and its end on the engine's clock.
+func (t *tokenRun) leaseLeft() time.Duration {
+	return min(time.Until(t.fence), t.leaseEnd.Sub(t.e.now()))
 }
 
 // release gives the lease back without a commit, with what the steps recorded in t.rel.
@@ -142,6 +191,7 @@ func (t *tokenRun) release() {
 	}
 	r := t.rel
 	r.Name, r.Holder = t.name, t.holder
+	r.Unspent = !t.mayBeSpent // the in-flight record stays either way; only a commit removes it
 	t.leaseGone()
 	rec, err := t.e.opts.Ledger.Release(t.ctx, r)
 	if err != nil {

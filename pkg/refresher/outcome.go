@@ -94,7 +94,7 @@ const interruptedReason = "refresh interrupted before the new token was saved"
 // refresh is in flight from an earlier attempt (a recovery, or a retried call whose answer
 // was lost), that attempt may have spent the token: the refresh was interrupted.
 func (t *tokenRun) rejectedReason(err error) string {
-	if t.rel.KeepInflight {
+	if t.mayBeSpent {
 		return interruptedReason + " (" + rejection(err) + ")"
 	}
 	return "provider rejected the refresh: " + rejection(err)

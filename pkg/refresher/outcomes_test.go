@@ -45,7 +45,8 @@ func TestThrottledSkipsUntilNextDay(t *testing.T) {
 	}
 	// The committed state is untouched and still usable.
 	doc, rec := e.committed("s")
-	if rec.Generation != 1 || doc.Status != "active" || rec.Inflight != nil || rec.LeaseHolder != "" {
+	// The claim's in-flight record stays (only a commit removes it), marked unspent.
+	if rec.Generation != 1 || doc.Status != "active" || rec.Interrupted() || rec.LeaseHolder != "" {
 		t.Errorf("after throttle: generation %d status %s inflight %v lease %q", rec.Generation, doc.Status, rec.Inflight, rec.LeaseHolder)
 	}
 	clock.Set(time.Date(2026, 11, 23, 0, 1, 0, 0, ist))
@@ -180,7 +181,9 @@ func TestOperatorEditSupersedesInflight(t *testing.T) {
 		t.Fatal("after an uncertain provider failure: got no inflight record, want one kept for recovery")
 	}
 	fresh := sim.Seed("offline_access fund.read target:b/op")
-	editID := e.edit("op", rotatingDoc(sim.URL(), "app", cs, fresh, ""))
+	edit := rotatingDoc(sim.URL(), "app", cs, fresh, "")
+	edit["authorized_at"] = clock.Now().UTC().Format(time.RFC3339) // a new authorisation (docs/design.md §2)
+	editID := e.edit("op", edit)
 	rep := e.scheduled()
 	if got := row(t, rep, "op"); got.Outcome != refresher.OutcomeRefreshed {
 		t.Fatalf("after the edit: got %s (%s), want refreshed", got.Outcome, got.Error)

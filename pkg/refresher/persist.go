@@ -21,10 +21,10 @@ func (t *tokenRun) persist(next *token.Private, to string) error {
 	}
 	raw, err := next.Marshal()
 	if err != nil {
-		t.rel.KeepInflight, t.rel.Failure = true, "encode new version"
+		t.mayBeSpent, t.rel.Failure = true, "encode new version"
 		return fmt.Errorf("encode new version: %w", err)
 	}
-	t.rel.KeepInflight = true // from here the provider may have rotated
+	t.mayBeSpent = true // from here the provider may have rotated
 	err = t.fenced(func(ctx context.Context) error {
 		err := t.e.opts.Secrets.PutPending(ctx, t.priv, token.Secret(raw), to, PendingStage)
 		t.noteSecretsErr(err) // other tokens stop starting at once; this one has its answer to save
@@ -38,6 +38,17 @@ func (t *tokenRun) persist(next *token.Private, to string) error {
 		return err
 	}
 	t.rel.Failure = "new token obtained but not saved"
+	if t.escrowed {
+		return fmt.Errorf("the escrowed token is still not saved; the escrow is kept for the next run: %w", err)
+	}
+	if t.rotated {
+		// Refused for good after the provider rotated: escrow at once, not at the end.
+		eerr := t.escrow(token.Secret(raw), to)
+		if eerr == nil {
+			return fmt.Errorf("new token obtained but not saved; escrowed in the state table (the next run finishes the persist): %w", err)
+		}
+		t.log.ErrorContext(t.ctx, "the rotated token could not be escrowed; it is held only in this process", "version", to, "error", eerr.Error())
+	}
 	return fmt.Errorf("new token obtained but not saved (the next run recovers it within the provider's reuse grace): %w", err)
 }
 

@@ -102,7 +102,7 @@ func plan(in planInput) action {
 			a.invalidEdit = in.currentErr.Error()
 		case in.currentDoc.VersionID == in.current:
 			a.labelFrom = in.current // one of ours that AWSCURRENT was left on
-		case rec.Inflight != nil && rec.LeaseUntil.Before(in.now):
+		case rec.Interrupted() && rec.LeaseUntil.Before(in.now):
 			// Settle the interrupted refresh first: if its version exists it is rolled
 			// forward and the edit, now a copy of a superseded version, is merged next.
 			return action{kind: actRecover, why: "interrupted refresh, then an operator edit"}
@@ -110,7 +110,7 @@ func plan(in planInput) action {
 			return action{kind: actAdoptEdit, why: "operator edit"}
 		}
 	}
-	if rec.Inflight != nil {
+	if rec.Interrupted() {
 		return action{kind: actRecover, why: "interrupted refresh", invalidEdit: a.invalidEdit}
 	}
 	a.publish = rec.PublishedGeneration < rec.Generation ||

@@ -75,30 +75,38 @@ func TestPlan(t *testing.T) {
 }
 
 // An edit made from a copy of a version the chain has moved past keeps the live refresh token
-// (docs/design.md §2); only a refresh token the chain has never seen replaces it.
+// (docs/design.md §2); only a new authorisation (a later authorized_at), or an edit of a dead
+// chain, replaces it, and never with a refresh token the chain has held.
 func TestMergeEdit(t *testing.T) {
-	committed := &token.Private{VersionID: "n5", RefreshToken: "rt-live", Provider: token.Provider{ClientID: "old"}}
+	authorized := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	later := authorized.Add(time.Hour)
+	committed := &token.Private{VersionID: "n5", RefreshToken: "rt-live", Provider: token.Provider{ClientID: "old"}, AuthorizedAt: authorized}
 	committed.Remember("rt-seed")
 	committed.Remember("rt-older")
 	committed.Remember("rt-live")
 	tests := []struct {
 		name      string
 		edit      token.Private
+		dead      bool // the record is needs_reauth
 		wantStale bool
 		wantRT    string
 	}{
 		{name: "copy of an older version of ours", edit: token.Private{VersionID: "n4", RefreshToken: "rt-older"}, wantStale: true, wantRT: "rt-live"},
 		{name: "copy of an older version with a new client secret", edit: token.Private{VersionID: "n4", RefreshToken: "rt-older"}, wantStale: true, wantRT: "rt-live"},
-		{name: "copy of an older version with a re-authorised refresh token", edit: token.Private{VersionID: "n4", RefreshToken: "rt-new"}, wantStale: true, wantRT: "rt-new"},
+		{name: "copy of an older version with a re-authorised refresh token", edit: token.Private{VersionID: "n4", RefreshToken: "rt-new", AuthorizedAt: later}, wantStale: true, wantRT: "rt-new"},
+		{name: "copy of an older version with an unmarked new refresh token", edit: token.Private{VersionID: "n4", RefreshToken: "rt-new", AuthorizedAt: authorized}, wantStale: true, wantRT: "rt-live"},
 		{name: "copy of the committed version", edit: token.Private{VersionID: "n5", RefreshToken: "rt-live"}, wantRT: "rt-live"},
 		{name: "re-seed of the original onboarding file", edit: token.Private{RefreshToken: "rt-seed"}, wantStale: true, wantRT: "rt-live"},
-		{name: "re-authorised: a refresh token never seen", edit: token.Private{RefreshToken: "rt-fresh"}, wantRT: "rt-fresh"},
+		{name: "re-authorised: a later authorized_at", edit: token.Private{RefreshToken: "rt-fresh", AuthorizedAt: later}, wantRT: "rt-fresh"},
+		{name: "a refresh token never seen, not marked (the seen list is bounded)", edit: token.Private{RefreshToken: "rt-fresh"}, wantStale: true, wantRT: "rt-live"},
+		{name: "a refresh token never seen, the chain dead", edit: token.Private{RefreshToken: "rt-fresh"}, dead: true, wantRT: "rt-fresh"},
+		{name: "a later authorized_at with a token the chain held", edit: token.Private{RefreshToken: "rt-older", AuthorizedAt: later}, wantStale: true, wantRT: "rt-live"},
 		{name: "no refresh token (Sahamati)", edit: token.Private{}, wantRT: ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.edit.Provider.ClientID = "new"
-			m := mergeEdit(committed, "n5", &tc.edit)
+			m := mergeEdit(committed, "n5", &tc.edit, tc.dead)
 			merged, stale := m.doc, m.stale
 			if stale != tc.wantStale {
 				t.Errorf("stale = %v, want %v", stale, tc.wantStale)

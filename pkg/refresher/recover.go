@@ -11,7 +11,17 @@ func (t *tokenRun) recover(in *planInput) Row {
 	}
 	defer t.release()
 	to := t.nextVersion()
-	if doc, ok := t.findVersion(to); ok {
+	doc, err := t.findVersion(to)
+	if err != nil {
+		return rowFor(err) // not absence: the old refresh token is not presented again
+	}
+	if doc == nil && t.rec.Inflight != nil && len(t.rec.Inflight.Escrow) > 0 {
+		// The rotated token is in the escrow: finish its persist, never retry the old one.
+		if doc, err = t.fromEscrow(to); err != nil {
+			return rowFor(err)
+		}
+	}
+	if doc != nil {
 		t.log.InfoContext(t.ctx, "rolling forward an interrupted refresh", "version", to)
 		row := t.settle(doc, to)
 		if row.Outcome != OutcomeFailed && in.currentDoc != nil && in.current != "" && in.current != to {
@@ -37,7 +47,7 @@ func (t *tokenRun) recover(in *planInput) Row {
 		}
 		return Row{Outcome: OutcomeNotDue}
 	}
-	doc, err := t.readDoc(t.rec.VersionID)
+	doc, err = t.readDoc(t.rec.VersionID)
 	if err != nil {
 		return rowFor(err)
 	}
@@ -53,6 +63,6 @@ func (t *tokenRun) recover(in *planInput) Row {
 // rejection says the refresh was interrupted rather than that the provider refused it.
 func (t *tokenRun) refreshInterrupted() Row {
 	t.log.InfoContext(t.ctx, "retrying an interrupted refresh with the old refresh token")
-	t.rel.KeepInflight = true
+	t.mayBeSpent = true
 	return t.refresh()
 }

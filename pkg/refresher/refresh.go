@@ -44,7 +44,11 @@ func (t *tokenRun) refresh() Row {
 	to := t.nextVersion()
 	if errors.Is(err, provider.ErrRejected) {
 		// Another holder refreshing from the same version may have saved N (§4): look first.
-		if found, ok := t.findVersion(to); ok {
+		found, ferr := t.findVersion(to)
+		if ferr != nil {
+			return rowFor(ferr)
+		}
+		if found != nil {
 			return t.settle(found, to)
 		}
 	}
@@ -52,12 +56,16 @@ func (t *tokenRun) refresh() Row {
 	if next == nil {
 		return rowFor(err)
 	}
+	t.rotated = !next.RefreshToken.IsZero() && next.RefreshToken != doc.RefreshToken
 	if err := t.persist(next, to); err != nil {
 		if !errors.Is(err, secretstore.ErrVersionConflict) {
 			return rowFor(err)
 		}
-		found, ok := t.findVersion(to) // another holder saved N first: theirs is the truth
-		if !ok {
+		found, ferr := t.findVersion(to) // another holder saved N first: theirs is the truth
+		if ferr != nil {
+			return rowFor(ferr)
+		}
+		if found == nil {
 			return failed("version %s exists with other content but cannot be read", to)
 		}
 		t.log.WarnContext(t.ctx, "another holder saved this version first; using it", "version", to)
@@ -105,18 +113,24 @@ func (t *tokenRun) readRaw(versionID string) (*token.Private, []byte, error) {
 	return doc, raw, nil
 }
 
-// findVersion reads version id if it exists and is a valid document: the version another
-// holder (or an interrupted refresh) may already have saved.
-func (t *tokenRun) findVersion(id string) (*token.Private, bool) {
+// findVersion reads version id: the version another holder (or an interrupted refresh) may
+// already have saved. Only Secrets Manager's not-found makes it absent (nil, nil); any other
+// failed read, or a document of ours that does not parse, is an error, and the caller stops
+// this token's work for the run (docs/design.md §4, "an error is not absence").
+func (t *tokenRun) findVersion(id string) (*token.Private, error) {
 	v, err := t.e.opts.Secrets.GetVersion(t.ctx, t.priv, id)
+	if errors.Is(err, secretstore.ErrNotFound) {
+		return nil, nil
+	}
 	if err != nil {
-		return nil, false
+		t.noteSecretsErr(err)
+		return nil, fmt.Errorf("read version %s, which an interrupted refresh may have saved (nothing changed; the next run looks again): %w", id, err)
 	}
 	doc, err := token.ParsePrivate([]byte(v.Value.Reveal()))
 	if err != nil {
-		return nil, false
+		return nil, fmt.Errorf("version %s exists but does not parse (nothing changed; an operator must look): %w", id, err)
 	}
-	return doc, true
+	return doc, nil
 }
 
 // claimOrReserve takes the lease and one quota unit (step 1), or only the quota unit when the
@@ -174,18 +188,23 @@ func (t *tokenRun) call(doc *token.Private) (*provider.Result, error) {
 				return nil, err
 			}
 		}
+		if err := t.confirmLease(); err != nil {
+			return nil, err
+		}
 		// No provider call starts without time left, inside the lease, to persist its answer.
-		callTimeout := min(t.e.opts.ProviderTimeout, time.Until(t.fence)-t.e.opts.PersistBudget)
+		callTimeout := min(t.e.opts.ProviderTimeout, t.leaseLeft()-t.e.opts.PersistBudget)
 		if callTimeout < min(t.e.opts.ProviderTimeout, minProviderCall) {
 			return nil, errors.New("not enough time left in the lease for a provider call and the writes after it")
 		}
 		callCtx, cancel := context.WithTimeout(t.ctx, callTimeout)
 		res, err := client.Refresh(callCtx, doc.RefreshToken)
 		cancel()
+		if errors.Is(err, provider.ErrTransient) {
+			t.mayBeSpent = true // a lost answer may still have rotated the token
+		}
 		if err == nil || !errors.Is(err, provider.ErrTransient) || attempt+1 >= t.e.opts.Attempts {
 			return res, err
 		}
-		t.rel.KeepInflight = true // a lost answer may still have rotated the token
 		t.log.WarnContext(t.ctx, "provider attempt failed; retrying with the same refresh token", "attempt", attempt+1, "error", err.Error())
 		if !wait(t.ctx, backoff) {
 			return nil, err
@@ -236,7 +255,7 @@ func (t *tokenRun) nextDoc(doc *token.Private, res *provider.Result, err error) 
 		return nil, &outcomeError{outcome: OutcomeThrottled, msg: "provider throttled until " + until.UTC().Format(time.RFC3339)}
 	}
 	if errors.Is(err, provider.ErrMalformed) {
-		t.rel.KeepInflight = true // a garbled 2xx may still have rotated the token
+		t.mayBeSpent = true // a garbled 2xx may still have rotated the token
 	}
 	var oe *outcomeError
 	if errors.As(err, &oe) {

@@ -12,7 +12,7 @@ import (
 // AWSCURRENT when it is some other version: a publish replayed with the committed version's
 // token is idempotent and does not move the label back, so it is moved.
 func (t *tokenRun) rollForward(a action, accessFrom string) Row {
-	if err := t.claimLease(); err != nil {
+	if err := t.claimRepair(); err != nil {
 		return rowFor(err)
 	}
 	defer t.release()

@@ -28,7 +28,20 @@ type tokenRun struct {
 	hasRec bool
 	holder string    // non-empty while we hold the lease
 	fence  time.Time // wall-clock time after which we must not write under the lease
-	rel    ledger.Release
+	// leaseEnd is fence on the engine's clock (the ledger's): both are counted from
+	// before the claim or renewal was sent (docs/design.md §4).
+	leaseEnd time.Time
+	rel      ledger.Release
+	// mayBeSpent: the refresh token may have been spent under this lease (a provider
+	// call that may have rotated it, or a claim over an interrupted refresh); the
+	// release then leaves the in-flight record for recovery at once.
+	mayBeSpent bool
+	// claimedBy is the holder of this run's last claim, kept after the lease is gone: the
+	// escrow write is fenced by it (ledger.Escrow), not by the lease's time.
+	claimedBy string
+	rotated   bool // the provider returned a new refresh token that is not saved yet
+	lateClaim bool // the claim's answer came late: confirm the lease before the provider call
+	escrowed  bool // the in-flight record holds this refresh's escrow
 
 	doc      *token.Private // the committed document, once read
 	quota    token.Quota
