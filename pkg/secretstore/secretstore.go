@@ -1,7 +1,8 @@
 // Package secretstore is the Secrets Manager adapter: it reads private secret
-// versions by id, writes new versions under a private staging label, moves
-// AWSCURRENT only when it is where the caller expects it, and publishes the
-// consumers' access secret. Values travel as token.Secret, so none of them can
+// versions by id, writes new versions (under a private staging label, or as
+// AWSCURRENT in the same write), moves AWSCURRENT only when it is where the
+// caller expects it, and publishes the consumers' access secret. Writes can be
+// paced below the account's write quota (Options.WritesPerSecond). Values travel as token.Secret, so none of them can
 // reach an error string.
 package secretstore
 
@@ -72,6 +73,16 @@ type Options struct {
 	// KMSKeyID encrypts the access secrets Publish creates (a customer-managed key that
 	// consumers in other accounts can be allowed to use); empty: aws/secretsmanager.
 	KMSKeyID string
+	// WritesPerSecond paces every write this Store makes (PutSecretValue,
+	// UpdateSecretVersionStage, CreateSecret), across all goroutines using it:
+	// Secrets Manager allows 50 writes/s per account and region, shared by every
+	// writer. 0 leaves writes unpaced.
+	WritesPerSecond float64
+	// WriteBurst is how many writes may go at once after a quiet spell; default 1.
+	WriteBurst int
+	// WriteLimiter, if set, replaces the limiter WritesPerSecond would build
+	// (tests; or one pace shared by several Stores).
+	WriteLimiter WriteLimiter
 }
 
 // New returns a Store using client (a *secretsmanager.Client in production).
@@ -81,6 +92,9 @@ func New(client secretsAPI) *Store {
 
 // NewWithOptions is New with options.
 func NewWithOptions(client secretsAPI, opts Options) *Store {
+	if lim := newWriteLimiter(opts); lim != nil {
+		client = pacedClient{secretsAPI: client, lim: lim}
+	}
 	return &Store{client: client, kmsKey: opts.KMSKeyID}
 }
 
@@ -266,6 +280,30 @@ func (s *Store) PutPending(ctx context.Context, name string, value token.Secret,
 	})
 	if err != nil {
 		return fmt.Errorf("secretstore: put %s version %s: %w", name, versionID, translate(err))
+	}
+	return nil
+}
+
+// PutCurrentVersion writes value as version versionID and moves AWSCURRENT to
+// it in the same request (the previous holder becomes AWSPREVIOUS): one write
+// where PutPending and MoveCurrent take two. The caller's own record says which
+// version is committed, so a version of ours at AWSCURRENT that is not yet
+// committed is an in-flight write, not an edit. A retry with the same id and
+// value succeeds and changes nothing — also no label: if AWSCURRENT moved on
+// meanwhile it stays where it is, for the caller's label repair to judge. The
+// same id with other content is ErrVersionConflict.
+func (s *Store) PutCurrentVersion(ctx context.Context, name string, value token.Secret, versionID string) error {
+	if versionID == "" {
+		return fmt.Errorf("secretstore: put current %s: empty version id", name)
+	}
+	_, err := s.client.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{
+		SecretId:           aws.String(name),
+		SecretString:       aws.String(value.Reveal()),
+		ClientRequestToken: aws.String(versionID),
+		VersionStages:      []string{StageCurrent},
+	})
+	if err != nil {
+		return fmt.Errorf("secretstore: put current %s version %s: %w", name, versionID, translate(err))
 	}
 	return nil
 }
