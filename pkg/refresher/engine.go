@@ -40,6 +40,7 @@ const (
 	OutcomeNeedsReauth    = invocation.OutcomeNeedsReauth
 	OutcomeInvalidConfig  = invocation.OutcomeInvalidConfig
 	OutcomeFailed         = invocation.OutcomeFailed
+	OutcomeDeferred       = invocation.OutcomeDeferred
 )
 
 // reportReserve is the time kept at the end of an invocation to return the report.
@@ -213,9 +214,10 @@ func timeLeft(ctx context.Context) (time.Duration, bool) {
 type runState struct {
 	trigger trigger
 	force   bool
-	// smThrottled is set once Secrets Manager throttles a call: the run then starts no
-	// more refreshes rather than retrying them into their leases (docs/design.md §10).
-	smThrottled atomic.Bool
+	// smThrottles counts Secrets Manager calls that came back throttled after the SDK's
+	// retries (a metric): writes are paced and retried under their leases, and the run
+	// keeps going until its deadline (docs/design.md §10).
+	smThrottles atomic.Int64
 	quotaMu     sync.Mutex
 	quotaKeys   map[string]quotaSeen
 }

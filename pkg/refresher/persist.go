@@ -27,7 +27,7 @@ func (t *tokenRun) persist(next *token.Private, to string) error {
 	t.rel.KeepInflight = true // from here the provider may have rotated
 	err = t.fenced(func(ctx context.Context) error {
 		err := t.e.opts.Secrets.PutPending(ctx, t.priv, token.Secret(raw), to, PendingStage)
-		t.noteSecretsErr(err) // other tokens stop starting at once; this one has its answer to save
+		t.noteSecretsErr(err)
 		return err
 	})
 	if err == nil {
@@ -83,6 +83,11 @@ func (t *tokenRun) commitFor(doc *token.Private, to string) ledger.Commit {
 	if doc.Status == token.StatusActive {
 		s := doc.Plan(now, writes)
 		c.NextDueAt, c.StaleAt = s.NextDueAt, s.StaleAt
+		if !s.OnDemand && s.NextDueAt.Equal(s.StaleAt) {
+			// Spread inside the margin so tokens adopted together leave lockstep (§3);
+			// a keep-alive or write-budget due time is kept as it is.
+			c.NextDueAt = token.Spread(s.NextDueAt, fmt.Sprintf("%s/%d", t.name, c.FromGeneration+1), doc.ExpiresAt.Sub(s.StaleAt))
+		}
 	}
 	return c
 }
@@ -153,9 +158,11 @@ func (t *tokenRun) publishDoc(doc *token.Private, gen int64, v string) error {
 	return nil
 }
 
-// noteSecretsErr stops the run starting refreshes once Secrets Manager throttles.
+// noteSecretsErr counts a call Secrets Manager still throttled after the SDK's adaptive
+// retries (metric SecretsManagerThrottled). The run goes on: writes are paced, a throttled
+// write is retried under its lease, and what the deadline does not reach is deferred.
 func (t *tokenRun) noteSecretsErr(err error) {
-	if errors.Is(err, secretstore.ErrThrottled) && !t.st.smThrottled.Swap(true) {
-		t.log.WarnContext(t.ctx, "Secrets Manager is throttling; this run starts no more refreshes")
+	if errors.Is(err, secretstore.ErrThrottled) {
+		t.st.smThrottles.Add(1)
 	}
 }
