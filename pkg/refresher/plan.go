@@ -93,8 +93,15 @@ func plan(in planInput) action {
 		return action{kind: actLeaseHeld}
 	}
 	var a action
+	if in.current == "" && rec.LabelFrom != "" && rec.LabelFrom != rec.VersionID {
+		a.labelFrom = rec.LabelFrom // a failed label move the record remembers (sweep, ensure)
+	}
 	if in.current != "" && in.current != rec.VersionID {
 		switch {
+		case rec.Inflight != nil && in.current == rec.Inflight.To:
+			// Our in-flight refresh saved its version as AWSCURRENT and did not commit: roll
+			// it forward. The record, not the label, is the authority; never an edit.
+			return action{kind: actRecover, why: "interrupted refresh (its version is saved)"}
 		case in.current == rec.PrevVersionID:
 			a.labelFrom = in.current // committed, label not moved yet
 		case in.currentDoc == nil && in.currentErr == nil:

@@ -68,6 +68,16 @@ func TestPlan(t *testing.T) {
 		{name: "access secret is the committed version's", in: planInput{rec: base(), accessListed: true, accessCurrent: AccessToken("v2")}, want: actNotDue},
 		{name: "label lags one step", in: planInput{rec: base(), current: "v1"}, want: actRollForward},
 		{name: "AWSCURRENT moved: read it", in: planInput{rec: base(), current: "e1"}, want: actReadCurrent},
+		// Issue 18 item 2: the persist moves AWSCURRENT, so our uncommitted in-flight
+		// version at AWSCURRENT is a refresh to roll forward, read or not, never an edit.
+		{name: "AWSCURRENT on our in-flight version: recover", in: planInput{current: "n3", rec: with(func(r *ledger.Record) {
+			r.LeaseUntil, r.Inflight = now.Add(-time.Second), &ledger.Inflight{From: "v2", To: "n3"}
+		})}, want: actRecover},
+		{name: "AWSCURRENT on our in-flight version, holder still at work", in: planInput{current: "n3", rec: with(func(r *ledger.Record) {
+			r.LeaseHolder, r.LeaseUntil, r.Inflight = "x", now.Add(time.Second), &ledger.Inflight{From: "v2", To: "n3"}
+		})}, want: actLeaseHeld},
+		// Issue 18 item 3: a failed label move the record remembers is repaired by a sweep.
+		{name: "sweep: label lag recorded", in: planInput{trigger: triggerSweep, rec: with(func(r *ledger.Record) { r.LabelFrom = "v1" })}, want: actRollForward},
 		{name: "AWSCURRENT is one of ours", in: planInput{rec: base(), current: "v0", currentDoc: ours}, want: actRollForward},
 		{name: "operator edit", in: planInput{rec: base(), current: "e1", currentDoc: edit}, want: actAdoptEdit},
 		{name: "operator edit while an interrupted refresh is in flight: recover first", in: planInput{current: "e1", currentDoc: edit,

@@ -35,6 +35,7 @@ type tokenRun struct {
 	hasQuota bool
 
 	note          string // said in the row and log besides the outcome (a stale edit merged)
+	persisted     string // the version this run saved as AWSCURRENT (persist)
 	wasReauth     bool   // re-seeded after needs_reauth in this run
 	movedToReauth bool   // this run committed needs_reauth
 	invalidEdit   bool   // AWSCURRENT is an invalid operator edit of a working token
@@ -201,9 +202,7 @@ func (t *tokenRun) execute(a action, in *planInput) Row {
 	case actRecover:
 		return t.recover(in)
 	case actRefresh:
-		if a.labelFrom != "" {
-			t.label(t.rec.VersionID, a.labelFrom) // keep AWSCURRENT at most one step behind
-		}
+		// A lagging label needs no move first: the persist makes the new version AWSCURRENT.
 		t.log.InfoContext(t.ctx, "refreshing", "reason", a.why, "trigger", t.st.trigger.String())
 		return t.refresh()
 	}
