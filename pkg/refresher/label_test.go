@@ -1,7 +1,10 @@
 package refresher_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +23,7 @@ type hookedStore struct {
 	*secretstore.Store
 	mu         sync.Mutex
 	beforePut  func(name string)
+	putErrs    int // the next putErrs persists answer ErrThrottled (after the SDK's retries)
 	moveErr    error // returned by the next MoveCurrent of a private secret, once
 	entries    atomic.Int64
 	putCurrent atomic.Int64
@@ -36,7 +40,14 @@ func (s *hookedStore) PutCurrentVersion(ctx context.Context, name string, value 
 	s.mu.Lock()
 	hook := s.beforePut
 	s.beforePut = nil
+	throttle := s.putErrs > 0
+	if throttle {
+		s.putErrs--
+	}
 	s.mu.Unlock()
+	if throttle {
+		return fmt.Errorf("secretstore: put current %s: %w", name, secretstore.ErrThrottled)
+	}
 	if hook != nil {
 		hook(name)
 	}
@@ -186,5 +197,79 @@ func TestEditDuringRefreshNotHidden(t *testing.T) {
 	// refreshed from: it is the committed version or the one before it.
 	if _, rec := e.committed("mid"); rec.VersionID != edit && rec.PrevVersionID != edit {
 		t.Errorf("committed %s (from %s) after the reconcile, want the edit %s adopted", rec.VersionID, rec.PrevVersionID, edit)
+	}
+}
+
+// runMetrics is the run-level EMF line of a run (the one without a Token).
+func runMetrics(t *testing.T, lines string) map[string]any {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(lines))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("not JSON: %v", err)
+		}
+		if m["Token"] == nil && m["QuotaKey"] == nil {
+			return m
+		}
+	}
+	t.Fatalf("no run-level metric line in %s", lines)
+	return nil
+}
+
+// Issue 18 item 1: a throttled Secrets Manager write no longer stops the run (was: every
+// later token "failed: not started"); the persist is retried under its lease, every token is
+// refreshed, and the throttles are counted.
+func TestThrottledWritesKeepTheRunGoing(t *testing.T) {
+	clock := providersim.NewClock(time.Now())
+	sim, cs := newRotatingTTL(t, clock, time.Hour)
+	var buf strings.Builder
+	var hs *hookedStore
+	e := newEnv(t, clock.Now, func(o *refresher.Options) {
+		hs = &hookedStore{Store: o.Secrets.(*secretstore.Store), putErrs: 3}
+		o.Secrets, o.Concurrency, o.Metrics = hs, 1, &teeBuilder{b: &buf}
+	})
+	const n = 4
+	for i := 0; i < n; i++ {
+		e.seed(fmt.Sprintf("th%d", i), rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access"), ""))
+	}
+	rep, err := e.run(refresher.Request{})
+	if err != nil || rep.Summary[refresher.OutcomeRefreshed] != n {
+		t.Fatalf("got %v, error %v; want %d refreshed and no error", rep.Summary, err, n)
+	}
+	if got := sim.Requests(); got != n {
+		t.Errorf("provider requests: got %d, want %d (one each)", got, n)
+	}
+	if m := runMetrics(t, buf.String()); m["SecretsManagerThrottled"] != float64(3) || m[refresher.BacklogMetric] != float64(0) {
+		t.Errorf("run metrics: got SecretsManagerThrottled %v, Backlog %v; want 3 and 0", m["SecretsManagerThrottled"], m[refresher.BacklogMetric])
+	}
+}
+
+// Issue 18 item 1: due tokens the deadline leaves no time for are deferred — not an error,
+// left due for the next sweep, counted in the Backlog metric.
+func TestDeferredIsBacklogNotError(t *testing.T) {
+	clock := providersim.NewClock(time.Now())
+	sim, cs := newRotatingTTL(t, clock, time.Hour)
+	var buf strings.Builder
+	e := newEnv(t, clock.Now, func(o *refresher.Options) { o.Metrics = &teeBuilder{b: &buf} })
+	const n = 3
+	for i := 0; i < n; i++ {
+		e.seed(fmt.Sprintf("d%d", i), rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access"), ""))
+	}
+	e.scheduled()
+	clock.Advance(34 * time.Minute)
+	buf.Reset()
+	// The harness's minimum start is 5 s (2 s persist budget + a 3 s provider call).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rep, err := e.engine.Run(ctx, refresher.Request{Sweep: true})
+	if err != nil || rep.Summary[refresher.OutcomeDeferred] != n {
+		t.Fatalf("short sweep: got %v, error %v; want %d deferred and no error", rep.Summary, err, n)
+	}
+	if m := runMetrics(t, buf.String()); m[refresher.BacklogMetric] != float64(n) {
+		t.Errorf("Backlog: got %v, want %d", m[refresher.BacklogMetric], n)
+	}
+	if rep := mustRun(t, e, refresher.Request{Sweep: true}); rep.Summary[refresher.OutcomeRefreshed] != n {
+		t.Errorf("next sweep: got %v, want the %d deferred tokens refreshed", rep.Summary, n)
 	}
 }
