@@ -516,3 +516,60 @@ func TestEnsureWaitsForHolder(t *testing.T) {
 		}
 	}
 }
+
+// Issue 18 timing defect 2: an operator edit (or a late tokenctl authorize) whose access
+// token has already expired is refreshed at once (was: adopted as not_due, the expired token
+// published as active and the next refresh a day away).
+func TestExpiredEditDueAtOnce(t *testing.T) {
+	clock := providersim.NewClock(time.Now())
+	sim, cs := newRotatingTTL(t, clock, time.Hour)
+	e := newEnv(t, clock.Now, nil)
+	e.seed("exp", rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access"), ""))
+	e.scheduled()
+	clock.Advance(10 * time.Minute)
+	edit := rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access"), "")
+	edit["access_token"] = "expired-" + randID()
+	edit["token_type"] = "Bearer"
+	edit["expires_at"] = clock.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	e.edit("exp", edit)
+	before := sim.Requests()
+	r := row(t, e.scheduled(), "exp")
+	if r.Outcome != refresher.OutcomeRefreshed || sim.Requests()-before != 1 {
+		t.Fatalf("reconcile after the edit: got %s %q with %d provider requests, want refreshed with 1", r.Outcome, r.Error, sim.Requests()-before)
+	}
+	if exp, _ := time.Parse(time.RFC3339, e.accessRaw("exp")["expires_at"].(string)); !exp.After(clock.Now()) {
+		t.Errorf("published expires_at %v, want a fresh token", exp)
+	}
+}
+
+// Issue 18 timing defect 1: a 24 h access token with a 3-day refresh token is kept alive
+// from the refresh token's own lifetime, not due at every sweep (was: 6 provider requests in
+// 6 sweeps 5 s apart).
+func TestShortRefreshTokenNotDueEverySweep(t *testing.T) {
+	clock := providersim.NewClock(time.Now())
+	sim, cs := newRotating(t, clock)
+	e := newEnv(t, clock.Now, nil)
+	e.seed("short-rt", rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access"), ""))
+	at, rt := "at-"+randID(), "rt-"+randID()
+	registerSecrets(at, rt)
+	sim.RespondNext(200, http.Header{"Content-Type": {"application/json"}},
+		[]byte(`{"access_token":"`+at+`","token_type":"Bearer","expires_in":86400,"refresh_token":"`+rt+`","refresh_expires_in":259200}`))
+	if r := row(t, e.scheduled(), "short-rt"); r.Outcome != refresher.OutcomeRefreshed {
+		t.Fatalf("first reconcile: got %s %q, want refreshed", r.Outcome, r.Error)
+	}
+	if doc, _ := e.committed("short-rt"); doc.RefreshExpiresAt.Sub(clock.Now()).Round(time.Hour) != 72*time.Hour {
+		t.Fatalf("refresh token expires in %v, want 72 h", doc.RefreshExpiresAt.Sub(clock.Now()))
+	}
+	before := sim.Requests()
+	for i := 0; i < 6; i++ {
+		clock.Advance(5 * time.Second)
+		mustRun(t, e, refresher.Request{Sweep: true})
+	}
+	if got := sim.Requests() - before; got != 0 {
+		t.Errorf("6 sweeps 5 s apart: got %d provider requests, want 0", got)
+	}
+	_, rec := e.committed("short-rt")
+	if d := rec.NextDueAt.Sub(clock.Now()); d < 11*time.Hour {
+		t.Errorf("next due in %v, want about 12 h (the access token's half-life)", d)
+	}
+}
