@@ -23,7 +23,7 @@ type hookedStore struct {
 	*secretstore.Store
 	mu         sync.Mutex
 	beforePut  func(name string)
-	putErrs    int // the next putErrs persists answer ErrThrottled (after the SDK's retries)
+	putErrs    int   // the next putErrs persists answer ErrThrottled (after the SDK's retries)
 	moveErr    error // returned by the next MoveCurrent of a private secret, once
 	entries    atomic.Int64
 	putCurrent atomic.Int64
