@@ -51,7 +51,7 @@ const reportReserve = 500 * time.Millisecond
 type secretStore interface {
 	Entries(ctx context.Context, prefix string) ([]secretstore.Entry, error)
 	GetVersion(ctx context.Context, name, versionID string) (secretstore.Version, error)
-	Versions(ctx context.Context, name string) ([]secretstore.VersionInfo, error)
+	Stages(ctx context.Context, name string) (map[string][]string, error)
 	PutCurrentVersion(ctx context.Context, name string, value token.Secret, versionID string) error
 	MoveCurrent(ctx context.Context, name, to, from string) error
 	Publish(ctx context.Context, name string, value token.Secret, clientToken string) error

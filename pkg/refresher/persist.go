@@ -166,18 +166,20 @@ func (t *tokenRun) checkLabel(from, to string) {
 		_ = t.moveLabel(to, from) // our write did not move it (a retried put): repair
 		return
 	}
-	vs, err := t.e.opts.Secrets.Versions(t.ctx, t.priv)
+	stages, err := t.e.opts.Secrets.Stages(t.ctx, t.priv)
 	if err != nil {
-		t.log.WarnContext(t.ctx, "listing versions after the persist failed", "error", err.Error())
+		t.log.WarnContext(t.ctx, "reading the labels after the persist failed", "error", err.Error())
 		return
 	}
 	var prev, cur string
-	for _, vi := range vs {
-		if vi.HasStage(stagePrevious) {
-			prev = vi.ID
-		}
-		if vi.HasStage(secretstore.StageCurrent) {
-			cur = vi.ID
+	for id, ss := range stages {
+		for _, s := range ss {
+			switch s {
+			case stagePrevious:
+				prev = id
+			case secretstore.StageCurrent:
+				cur = id
+			}
 		}
 	}
 	if prev == "" || prev == to || cur != to {
