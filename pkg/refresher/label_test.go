@@ -23,8 +23,9 @@ type hookedStore struct {
 	*secretstore.Store
 	mu         sync.Mutex
 	beforePut  func(name string)
-	putErrs    int   // the next putErrs persists answer ErrThrottled (after the SDK's retries)
-	moveErr    error // returned by the next MoveCurrent of a private secret, once
+	putErrs    int           // the next putErrs persists answer ErrThrottled (after the SDK's retries)
+	getDelay   time.Duration // the next GetVersion answers this late (a slow Secrets Manager)
+	moveErr    error         // returned by the next MoveCurrent of a private secret, once
 	entries    atomic.Int64
 	putCurrent atomic.Int64
 	moves      atomic.Int64
@@ -53,6 +54,17 @@ func (s *hookedStore) PutCurrentVersion(ctx context.Context, name string, value 
 	}
 	s.putCurrent.Add(1)
 	return s.Store.PutCurrentVersion(ctx, name, value, versionID)
+}
+
+func (s *hookedStore) GetVersion(ctx context.Context, name, versionID string) (secretstore.Version, error) {
+	s.mu.Lock()
+	d := s.getDelay
+	s.getDelay = 0
+	s.mu.Unlock()
+	if d > 0 {
+		time.Sleep(d) // a slow dependency, not synchronisation
+	}
+	return s.Store.GetVersion(ctx, name, versionID)
 }
 
 func (s *hookedStore) MoveCurrent(ctx context.Context, name, to, from string) error {
@@ -271,5 +283,34 @@ func TestDeferredIsBacklogNotError(t *testing.T) {
 	}
 	if rep := mustRun(t, e, refresher.Request{Sweep: true}); rep.Summary[refresher.OutcomeRefreshed] != n {
 		t.Errorf("next sweep: got %v, want the %d deferred tokens refreshed", rep.Summary, n)
+	}
+}
+
+// Issue 18 item 1 (seen in the load test): a refresh whose claim and read used up the time
+// the provider call needed is deferred, not failed — nothing was sent, it stays due.
+func TestNoTimeForProviderCallIsDeferred(t *testing.T) {
+	clock := providersim.NewClock(time.Now())
+	sim, cs := newRotatingTTL(t, clock, time.Hour)
+	e, hs := newHookedEnv(t, clock.Now)
+	e.seed("slow", rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access"), ""))
+	e.scheduled()
+	clock.Advance(34 * time.Minute)
+	before := sim.Requests()
+	hs.mu.Lock()
+	hs.getDelay = 1500 * time.Millisecond
+	hs.mu.Unlock()
+	// 5.9 s: 5.4 s after the report reserve passes the 5 s minimum start; the slow read
+	// leaves the lease less than the 2 s persist budget plus a 3 s provider call.
+	ctx, cancel := context.WithTimeout(context.Background(), 5900*time.Millisecond)
+	defer cancel()
+	rep, err := e.engine.Run(ctx, refresher.Request{Sweep: true})
+	if err != nil || rep.Summary[refresher.OutcomeDeferred] != 1 || sim.Requests() != before {
+		t.Fatalf("got %+v, error %v, %d provider requests; want deferred, no error, no request", rep.Tokens, err, sim.Requests()-before)
+	}
+	if _, rec := e.committed("slow"); rec.ConsecutiveFailures != 0 || rec.Inflight != nil {
+		t.Errorf("record: %d failures, inflight %v; want none (nothing was sent)", rec.ConsecutiveFailures, rec.Inflight)
+	}
+	if rep := mustRun(t, e, refresher.Request{Sweep: true}); rep.Summary[refresher.OutcomeRefreshed] != 1 {
+		t.Errorf("next sweep: got %v, want it refreshed", rep.Summary)
 	}
 }

@@ -175,6 +175,11 @@ func (t *tokenRun) call(doc *token.Private) (*provider.Result, error) {
 		// No provider call starts without time left, inside the lease, to persist its answer.
 		callTimeout := min(t.e.opts.ProviderTimeout, time.Until(t.fence)-t.e.opts.PersistBudget)
 		if callTimeout < min(t.e.opts.ProviderTimeout, minProviderCall) {
+			if attempt == 0 {
+				// Nothing was sent: like canStart, the deadline came first (the claim and the
+				// read took what was left). The token stays due for the next run.
+				return nil, &outcomeError{outcome: OutcomeDeferred, msg: "not started: not enough time left in the lease for a provider call and the writes after it; the next run refreshes it"}
+			}
 			return nil, errors.New("not enough time left in the lease for a provider call and the writes after it")
 		}
 		callCtx, cancel := context.WithTimeout(t.ctx, callTimeout)
