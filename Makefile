@@ -32,7 +32,7 @@ CFN_LINT ?= $(shell \
 	elif $(PYTHON) -c 'import cfnlint.runner' >/dev/null 2>&1; then echo "$(PYTHON) -c 'import sys; from cfnlint.runner import main; sys.exit(main())'"; \
 	fi)
 
-.PHONY: help deps tools build build-RefresherFunction lint test test-race fuzz soak bench demo local invoke sam-invoke deploy clean
+.PHONY: help deps tools build build-RefresherFunction lint test test-race fuzz soak bench loadtest demo local invoke sam-invoke deploy clean
 
 help:
 	@echo "token-refresher make targets:"
@@ -46,6 +46,7 @@ help:
 	@echo "  fuzz       run every Fuzz target under pkg/ and internal/ for FUZZTIME (now $(FUZZTIME)) each"
 	@echo "  soak       long reliability run (TR_SOAK=1, internal/reliability)"
 	@echo "  bench      benchmarks in pkg/ and the bootstrap's init cost (internal/initcost)"
+	@echo "  loadtest   1,000 tokens due at once on moto behind a 50 writes/s Secrets Manager limit (internal/loadtest; LOADTEST_ARGS='-tokens 200 -concurrency 8 -deadline 60s')"
 	@echo "  demo       the real bootstrap under aws-lambda-rie against moto and the provider simulators"
 	@echo "  local      moto + simulators + the function under aws-lambda-rie until Ctrl-C; prints export lines for tokenctl"
 	@echo "  invoke     post EVENT (now $(EVENT)) to the function under aws-lambda-rie, print the answer (no Docker needed)"
@@ -124,6 +125,12 @@ soak:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./pkg/... ./internal/initcost/
+
+# Not part of test: minutes of moto time. Flags (or LOADTEST_* variables): build/bin/loadtest -h.
+LOADTEST_ARGS ?=
+loadtest: deps
+	$(GO) build -o build/bin/loadtest ./internal/loadtest/cmd/loadtest
+	./build/bin/loadtest $(LOADTEST_ARGS)
 
 # The local programs are built into build/bin (not `go run`, whose temporary build
 # directory outlives an interrupted run); each builds the bootstrap and the pinned

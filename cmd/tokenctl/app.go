@@ -20,7 +20,7 @@ import (
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 )
 
-// Exit codes (README "tokenctl exit codes"). When several apply, the first in the
+// Exit codes (docs/tokenctl.md "Exit codes"). When several apply, the first in the
 // order exitFail, exitNotFound, exitNeedsReauth, exitInvalid is returned.
 const (
 	exitOK          = 0
@@ -50,6 +50,7 @@ commands:
   template GRANT                     print a starter document; GRANT is one of
                                      refresh_token, refresh_token-json, client_credentials, sahamati_entity
   policy private                     print the resource policy tokenctl puts on private secrets
+  policy table                       print the state table's resource policy (as the stack sets it)
   grant CONSUMER TOKEN... [--ensure] print an IAM policy letting role CONSUMER read exactly those access secrets
 
 flags (before or after the command):
@@ -156,8 +157,8 @@ func (a *app) flagSet(name string) *flag.FlagSet {
 	fs.StringVar(&a.opts.prefix, "prefix", a.opts.prefix, "secret name prefix (env SECRET_PREFIX)")
 	fs.StringVar(&a.opts.table, "table", a.opts.table, "state table (env STATE_TABLE)")
 	fs.StringVar(&a.opts.function, "function", a.opts.function, "refresher function name or ARN (env REFRESHER_FUNCTION)")
-	fs.StringVar(&a.opts.refresherRole, "refresher-role-arn", a.opts.refresherRole, "the refresher's role ARN, for private secrets' resource policy (env TR_REFRESHER_ROLE_ARN)")
-	fs.StringVar(&a.opts.adminRole, "admin-role-arn", a.opts.adminRole, "the administrators' role ARN, for private secrets' resource policy (env TR_ADMIN_ROLE_ARN)")
+	fs.StringVar(&a.opts.refresherRole, "refresher-role-arn", a.opts.refresherRole, "the refresher's role ARN, for the resource policy of private secrets and the state table (env TR_REFRESHER_ROLE_ARN)")
+	fs.StringVar(&a.opts.adminRole, "admin-role-arn", a.opts.adminRole, "the administrators' role ARN, for the resource policy of private secrets and the state table (env TR_ADMIN_ROLE_ARN)")
 	return fs
 }
 

@@ -103,11 +103,12 @@ func (a *app) authorize(ctx context.Context, args []string) int {
 		a.errorf("authorize", "%s: exchanging the code at %s: %s; nothing written", name, cfg.Endpoint.TokenURL, exchangeError(err))
 		return exitFail
 	}
+	authorizedAt := a.now()
 	if tok.RefreshToken == "" {
 		a.errorf("authorize", "%s: the provider returned no refresh token (does the scope include offline_access?); nothing written", name)
 		return exitFail
 	}
-	if code := a.storeAuthorization(ctx, sm, store, name, base, exists, cfg, tok); code != exitOK {
+	if code := a.storeAuthorization(ctx, sm, store, name, base, exists, cfg, tok, authorizedAt); code != exitOK {
 		return code
 	}
 	if a.opts.function == "" {
@@ -168,8 +169,9 @@ func (a *app) approve(ctx context.Context, name string, cfg *oauth2.Config, port
 }
 
 // storeAuthorization writes the new refresh token and access token into base's settings:
-// a new AWSCURRENT version of an existing token, or a new (fenced) secret.
-func (a *app) storeAuthorization(ctx context.Context, sm resourcePolicyAPI, store *secretstore.Store, name string, base *token.Private, exists bool, cfg *oauth2.Config, tok *oauth2.Token) int {
+// a new AWSCURRENT version of an existing token, or a new (fenced) secret. authorizedAt,
+// the time of the code exchange, marks it as a new authorisation.
+func (a *app) storeAuthorization(ctx context.Context, sm resourcePolicyAPI, store *secretstore.Store, name string, base *token.Private, exists bool, cfg *oauth2.Config, tok *oauth2.Token, authorizedAt time.Time) int {
 	secret := a.privateName(name)
 	doc := base.Clone()
 	doc.RefreshToken = token.Secret(tok.RefreshToken)
@@ -190,6 +192,9 @@ func (a *app) storeAuthorization(ctx context.Context, sm resourcePolicyAPI, stor
 	// A new authorisation is a document the refresher did not write: no version ids of
 	// ours, so it is adopted as an operator edit whose refresh token replaces the chain's.
 	doc.VersionID, doc.BaseVersionID = "", ""
+	// The refresher adopts a refresh token over the live chain's only from a document whose
+	// authorized_at is later than the committed one's (docs/design.md §2).
+	doc.AuthorizedAt = authorizationTime(authorizedAt, base)
 	body, err := doc.Marshal()
 	if err != nil {
 		a.errorf("authorize", "%s: %v", name, err)
@@ -306,6 +311,7 @@ func (a *app) settingsOf(ctx context.Context, store *secretstore.Store, like str
 	p.RefreshToken, p.AccessToken, p.TokenType, p.Scope = "", "", "", ""
 	p.RefreshExpiresAt, p.ExpiresAt = time.Time{}, time.Time{}
 	p.Generation, p.Status, p.StatusReason = 0, token.StatusActive, ""
+	p.AuthorizedAt = time.Time{}
 	return p, false, exitOK
 }
 

@@ -107,7 +107,7 @@ func startRefresher(t *testing.T, e awsEnv, logs io.Writer) (*lambdaFrontEnd, st
 	return fe, srv.URL
 }
 
-// useLocalEnv sets the environment the README's tutorial exports: moto for Secrets Manager
+// useLocalEnv sets the environment docs/tokenctl.md's tutorial exports: moto for Secrets Manager
 // and DynamoDB, the Lambda front end for Invoke, nothing from the machine's AWS setup.
 func useLocalEnv(t *testing.T, e awsEnv, lambdaURL string) {
 	t.Helper()
@@ -223,6 +223,9 @@ func TestAuthorizeEndToEnd(t *testing.T) {
 	if !rot.Valid(e.accessToken(t, "acme")) {
 		t.Error("the published access token is not valid at the provider")
 	}
+	if doc.AuthorizedAt.IsZero() {
+		t.Error("the committed document lost authorized_at: the refresher must keep the mark authorize set")
+	}
 	if rot.Authorizations() != 1 || rot.Families() != 1 {
 		t.Errorf("provider: %d authorizations, %d families; want 1 and 1", rot.Authorizations(), rot.Families())
 	}
@@ -238,6 +241,9 @@ func TestAuthorizeEndToEnd(t *testing.T) {
 	}
 	rec2, doc2 := e.committed(t, "acme")
 	rt2 := doc2.RefreshToken.Reveal()
+	if !doc2.NewAuthorizationOver(doc) {
+		t.Errorf("after re-authorize: authorized_at %v, want later than the first's %v", doc2.AuthorizedAt, doc.AuthorizedAt)
+	}
 	if rec2.Generation <= rec.Generation || rt2 == rt || rot.Live(rt2) != rt2 || rot.Scope(rt2) != "offline_access fund.read target:b/acme2" ||
 		doc2.Provider.ClientSecret.Reveal() != clientSecret || doc2.Provider.TokenURL != rot.URL() || len(doc2.Extra()) != 1 {
 		t.Errorf("after re-authorize: generation %d (was %d), new chain %v, live %v, scope %q, settings kept %v",
@@ -301,11 +307,16 @@ func TestAuthorizeRemembersEndpoint(t *testing.T) {
 			code, errb.String(), e.exists(t, "acme"), exitUsage)
 	}
 
+	before := time.Now()
 	code, stdout1, stderr1, _ := authorizeHeadless(t, "acme", "--file", path, "--authorize-url", rot.AuthorizeURL(), "--business", "acme")
 	if code != exitOK {
 		t.Fatalf("authorize --authorize-url: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout1, stderr1)
 	}
 	first := readDoc()
+	// Marked as a new authorisation at the time of the code exchange (issue 17 sequence 5).
+	if at := first.AuthorizedAt; at.Before(before) || at.After(time.Now()) {
+		t.Errorf("first authorisation: authorized_at got %v, want the time of the exchange (after %v)", at, before)
+	}
 	rt1 := first.RefreshToken.Reveal()
 	if got, want := first.Provider.AuthorizeURL, rot.AuthorizeURL(); got != want {
 		t.Errorf("stored provider.authorize_url: got %q, want %q", got, want)
@@ -319,6 +330,9 @@ func TestAuthorizeRemembersEndpoint(t *testing.T) {
 		t.Fatalf("authorize NAME: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout2, stderr2)
 	}
 	second := readDoc()
+	if !second.NewAuthorizationOver(first) {
+		t.Errorf("second authorisation: authorized_at %v is not later than the first's %v", second.AuthorizedAt, first.AuthorizedAt)
+	}
 	rt2 := second.RefreshToken.Reveal()
 	if rt2 == rt1 || rot.Live(rt2) != rt2 || rot.Scope(rt2) != "offline_access fund.read target:b/acme" {
 		t.Errorf("second authorisation: new refresh token %v, live %v, scope %q; want a new live token of scope target:b/acme",

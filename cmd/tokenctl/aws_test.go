@@ -115,14 +115,15 @@ func TestSeed(t *testing.T) {
 	e := newAWSEnv(t)
 	c := e.cli(t)
 
-	// A new token: CreateSecret with the document as written (compacted).
+	// A new token: CreateSecret with the document as written (compacted), marked as a new
+	// authorisation at the time of the seed.
 	c.mustRun("seed", "acme", "--file", writeFile(t, "acme.json", rotatingDoc(seedClientSecret)))
 	if !strings.HasPrefix(c.out.String(), "created "+e.prefix+"private/acme") {
 		t.Errorf("stdout: got %q, want it to say created", c.out.String())
 	}
 	assertNoSecrets(t, seededSecrets, c.out.String(), c.err.String())
 	v1, stored := e.current(t, "acme")
-	if want, _ := compact([]byte(rotatingDoc(seedClientSecret))); stored != string(want) {
+	if want, _ := compact([]byte(rotatingDoc(seedClientSecret))); stored != strings.TrimSuffix(string(want), "}")+`,"authorized_at":"2026-11-22T00:00:00Z"}` {
 		t.Errorf("stored document:\n got %s\nwant %s", stored, want)
 	}
 	if !strings.Contains(c.out.String(), v1) {
@@ -360,7 +361,8 @@ func TestShow(t *testing.T) {
 
 	c.mustRun("show", "sahamati-prod")
 	assertNoSecrets(t, seededSecrets, c.out.String(), c.err.String())
-	if !strings.Contains(c.out.String(), `"entity_secret": "[redacted]"`) || !strings.Contains(c.out.String(), `"key": "sahamati#FIU-TOKENCTL-1"`) {
+	if !strings.Contains(c.out.String(), `"entity_secret": "[redacted]"`) || !strings.Contains(c.out.String(), `"key": "sahamati#FIU-TOKENCTL-1"`) ||
+		!strings.Contains(c.out.String(), `"authorized_at": "2026-11-22T00:00:00Z"`) {
 		t.Errorf("show sahamati-prod:\n%s", c.out.String())
 	}
 

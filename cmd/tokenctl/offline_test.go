@@ -149,6 +149,10 @@ func TestValidateErrors(t *testing.T) {
 			"provider.credentials_expire_at: in the past"},
 		{"write budget too large", `{"provider":{"grant":"client_credentials","token_url":"https://a.example/t","client_id":"c","client_secret":"` + secret + `"},"policy":{"max_writes_per_day":500}}`,
 			"policy.max_writes_per_day: want"},
+		{"authorized_at not a time", `{"provider":{"grant":"client_credentials","token_url":"https://a.example/t","client_id":"c","client_secret":"` + secret + `"},"authorized_at":"now"}`,
+			"authorized_at: want an RFC 3339 time"},
+		{"misspelt authorized_at", `{"provider":{"grant":"client_credentials","token_url":"https://a.example/t","client_id":"c","client_secret":"` + secret + `"},"authorised_at":"2026-11-22T00:00:00Z"}`,
+			"authorised_at: unknown field; did you mean authorized_at?"},
 		{"authorize url not https", form(`"client_auth":"none","authorize_url":"http://auth.example.com/authorize"`),
 			"provider.authorize_url: must be an absolute https URL"},
 	}
@@ -193,6 +197,12 @@ func TestValidateNotes(t *testing.T) {
 		{"a live copy: the refresher's own fields are known", `{"provider":{"grant":"client_credentials","token_url":"https://a.example/t","client_id":"c","client_secret":"` + secret + `"},
 			"generation":3,"status":"active","version_id":"v3","base_version_id":"v2","seen_refresh_tokens":["0123456789abcdef"]}`,
 			nil, []string{"unknown field", "seen_refresh_tokens"}},
+		{"authorized_at is known; one in the future is warned of", `{"provider":{"grant":"client_credentials","token_url":"https://a.example/t","client_id":"c","client_secret":"` + secret + `"},
+			"authorized_at":"2026-11-23T00:00:00Z"}`,
+			[]string{"warning: authorized_at: in the future"}, []string{"unknown field"}},
+		{"authorized_at now: no warning", `{"provider":{"grant":"client_credentials","token_url":"https://a.example/t","client_id":"c","client_secret":"` + secret + `"},
+			"authorized_at":"2026-11-22T00:04:00Z"}`,
+			nil, []string{"authorized_at", "unknown field"}},
 		{"no credential expiry", `{"provider":{"grant":"sahamati_entity","token_url":"https://api.sahamati.org.in/iam/v1/entity/token/generate","entity_id":"e","entity_secret":"` + secret + `"}}`,
 			[]string{"warning: provider.credentials_expire_at: absent"}, nil},
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -35,11 +36,33 @@ type policyStatement struct {
 	Condition map[string]any `json:"Condition,omitempty"`
 }
 
+// privateSecretActions are what a private secret's resource policy denies to everyone but
+// the refresher and the administrators (the stack output PrivateSecretResourcePolicy too).
+var privateSecretActions = []string{"secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecret", "secretsmanager:UpdateSecretVersionStage", "secretsmanager:PutResourcePolicy", "secretsmanager:DeleteResourcePolicy"}
+
+// stateTableActions are the item-level actions the state table's resource policy denies to
+// everyone but the refresher and the administrators: the table holds escrowed refresh
+// tokens and the leases that fence every write. template.yaml's StateTable ResourcePolicy
+// denies the same (TestPolicyTableMatchesTemplate). Control-plane calls stay with IAM.
+var stateTableActions = []string{"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan",
+	"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem",
+	"dynamodb:PartiQLSelect", "dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete"}
+
 // privatePolicy renders the resource policy of a private secret (issue 12 item 4): deny
 // reading or writing its value to every principal but the refresher's role and the
 // administrators' role. A Deny beats any identity policy in the account, so a broad
 // GetSecretValue (PowerUserAccess) no longer reaches refresh tokens.
 func privatePolicy(refresherRoleARN, adminRoleARN string) ([]byte, error) {
+	return onlyRefresherAndAdmin(privateSecretActions, refresherRoleARN, adminRoleARN)
+}
+
+// tablePolicy renders the state table's resource policy (issue 17 item 4): the same fence
+// as a private secret's, over the table's item-level actions.
+func tablePolicy(refresherRoleARN, adminRoleARN string) ([]byte, error) {
+	return onlyRefresherAndAdmin(stateTableActions, refresherRoleARN, adminRoleARN)
+}
+
+func onlyRefresherAndAdmin(actions []string, refresherRoleARN, adminRoleARN string) ([]byte, error) {
 	for _, r := range []struct{ field, arn string }{{"--refresher-role-arn", refresherRoleARN}, {"--admin-role-arn", adminRoleARN}} {
 		if err := checkRoleARN(r.arn); err != nil {
 			return nil, fmt.Errorf("%s: %w", r.field, err)
@@ -49,7 +72,7 @@ func privatePolicy(refresherRoleARN, adminRoleARN string) ([]byte, error) {
 		Sid:       privatePolicySid,
 		Effect:    "Deny",
 		Principal: "*",
-		Action:    []string{"secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecret", "secretsmanager:UpdateSecretVersionStage", "secretsmanager:PutResourcePolicy", "secretsmanager:DeleteResourcePolicy"},
+		Action:    slices.Clone(actions),
 		Resource:  "*",
 		Condition: map[string]any{"StringNotLike": map[string]any{"aws:PrincipalArn": []string{refresherRoleARN, adminRoleARN}}},
 	}}}
@@ -95,25 +118,36 @@ func (a *app) fence(ctx context.Context, cmd string, client resourcePolicyAPI, s
 	return nil
 }
 
-// policy prints a policy for other tools: `policy private` is what seed and authorize put
-// on the private secrets they create (for CloudFormation or the aws CLI).
+// policy prints a resource policy for other tools: `policy private` is what seed and
+// authorize put on the private secrets they create, `policy table` what the stack puts on
+// the state table (for CloudFormation or the aws CLI, e.g. on a table made by hand).
 func (a *app) policy(args []string) int {
 	fs := a.flagSet("policy")
-	pos, code, ok := parse(fs, args, "policy private [--refresher-role-arn ARN] [--admin-role-arn ARN]")
+	pos, code, ok := parse(fs, args, "policy private|table [--refresher-role-arn ARN] [--admin-role-arn ARN]")
 	if !ok {
 		return code
 	}
-	if len(pos) != 1 || pos[0] != "private" {
-		a.errorf("policy", "want: policy private (the resource policy of %s secrets)", secretname.Private("<prefix>", "*"))
+	render := map[string]func(string, string) ([]byte, error){"private": privatePolicy, "table": tablePolicy}
+	var fn func(string, string) ([]byte, error)
+	if len(pos) == 1 {
+		fn = render[pos[0]]
+	}
+	if fn == nil {
+		a.errorf("policy", "want: policy private (the resource policy of %s secrets) or policy table (the state table's)", secretname.Private("<prefix>", "*"))
 		return exitUsage
 	}
-	doc, err := privatePolicy(a.opts.refresherRole, a.opts.adminRole)
+	doc, err := fn(a.opts.refresherRole, a.opts.adminRole)
 	if err != nil {
 		a.errorf("policy", "%v", err)
 		return exitUsage
 	}
 	fmt.Fprintln(a.stdout, string(doc))
-	fmt.Fprintf(a.stderr, "apply it: aws secretsmanager put-resource-policy --block-public-policy --secret-id %s --resource-policy file://policy.json\n", secretname.Private(a.opts.prefix, "NAME"))
+	if pos[0] == "private" {
+		fmt.Fprintf(a.stderr, "apply it: aws secretsmanager put-resource-policy --block-public-policy --secret-id %s --resource-policy file://policy.json\n", secretname.Private(a.opts.prefix, "NAME"))
+		return exitOK
+	}
+	table := cmp.Or(a.opts.table, "TABLE")
+	fmt.Fprintf(a.stderr, "apply it: aws dynamodb put-resource-policy --resource-arn \"$(aws dynamodb describe-table --table-name %s --query Table.TableArn --output text)\" --policy file://policy.json\n", table)
 	return exitOK
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
@@ -261,6 +262,136 @@ func TestAWSErrorMessages(t *testing.T) {
 			}
 			if msg := strings.TrimSpace(errb.String()); !strings.Contains(msg, tt.want) || strings.Contains(msg, "\n") {
 				t.Errorf("stderr: got %q, want one line containing %q", errb.String(), tt.want)
+			}
+		})
+	}
+}
+
+// Issue 17 sequence 5: seed marks a document as a new authorisation (authorized_at) when it
+// creates the token, or when --replace-refresh-token stores a refresh token that is not the
+// committed one; otherwise the document keeps its own authorized_at, and one the operator
+// wrote later than the committed one's is accepted as a new authorisation.
+func TestSeedMarksAuthorization(t *testing.T) {
+	e := newAWSEnv(t)
+	c := e.cli(t)
+	t0 := c.now
+	stored := func(name string) *token.Private {
+		t.Helper()
+		_, raw := e.current(t, name)
+		p, err := token.ParsePrivate([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	marked := func(doc string, at time.Time) string {
+		return strings.Replace(doc, `"generation": 0,`, `"generation": 0, "authorized_at": "`+at.Format(time.RFC3339Nano)+`",`, 1)
+	}
+	onboarding := rotatingDoc(seedClientSecret)
+	settings := strings.Replace(rotatingDoc(editClientSecret), seedRefreshToken, rotatedRefreshToken, 1) // the committed refresh token
+	c.mustRun("seed", "acme", "--file", writeFile(t, "acme.json", onboarding))
+	refresherWrites(t, e, "acme") // generation 1, keeps authorized_at t0
+
+	steps := []struct {
+		name  string
+		now   time.Time
+		doc   string
+		flags []string
+		code  int
+		want  time.Time // the stored document's authorized_at (zero: absent)
+		note  string    // on stderr
+	}{
+		{"new token", t0, "", nil, exitOK, t0, ""},
+		{"settings edit keeps its own (absent) value", t0.Add(time.Hour), settings, nil, exitOK, time.Time{}, ""},
+		{"settings edit with the flag: not a new refresh token", t0.Add(time.Hour), marked(settings, t0.Add(-time.Hour)), []string{"--replace-refresh-token"},
+			exitOK, t0.Add(-time.Hour), ""},
+		{"a copy of the first version (marked t0) is refused", t0.Add(time.Hour), marked(onboarding, t0), nil, exitRefused, t0.Add(-time.Hour), "refused, nothing written"},
+		{"the onboarding file (unmarked) is refused", t0.Add(time.Hour), onboarding, nil, exitRefused, t0.Add(-time.Hour), "refused, nothing written"},
+		{"an operator's own later mark is a new authorisation", t0.Add(time.Hour), marked(onboarding, t0.Add(time.Second)), nil, exitOK, t0.Add(time.Second), ""},
+		{"--replace-refresh-token marks it now", t0.Add(2 * time.Hour), onboarding, []string{"--replace-refresh-token"}, exitOK, t0.Add(2 * time.Hour), "authorized_at set to now"},
+	}
+	for _, s := range steps {
+		c.now = s.now
+		if s.doc == "" {
+			if got := stored("acme").AuthorizedAt; !got.Equal(s.want) {
+				t.Errorf("%s: authorized_at got %v, want %v", s.name, got, s.want)
+			}
+			continue
+		}
+		if code := c.run(append([]string{"seed", "acme", "--file", writeFile(t, "doc.json", s.doc)}, s.flags...)...); code != s.code {
+			t.Fatalf("%s: exit %d, want %d\n%s", s.name, code, s.code, c.err.String())
+		}
+		if got := stored("acme").AuthorizedAt; !got.Equal(s.want) {
+			t.Errorf("%s: stored authorized_at got %v, want %v", s.name, got, s.want)
+		}
+		if !strings.Contains(c.err.String(), s.note) {
+			t.Errorf("%s: stderr lacks %q: %s", s.name, s.note, c.err.String())
+		}
+		assertNoSecrets(t, append(seededSecrets, rotatedRefreshToken), c.out.String(), c.err.String())
+	}
+
+	// A token that never rotated (record at generation 0): another refresh token without
+	// the flag is stored unmarked, with a warning that the refresher keeps the committed one.
+	c.now = t0
+	c.mustRun("seed", "beta", "--file", writeFile(t, "beta.json", settings))
+	v, _ := e.current(t, "beta")
+	if err := ledger.New(e.ddb, ledger.Options{Table: e.table}).Create(context.Background(),
+		ledger.Record{Name: "beta", VersionID: v, Generation: 0, Status: "active"}); err != nil {
+		t.Fatal(err)
+	}
+	c.now = t0.Add(time.Hour)
+	c.mustRun("seed", "beta", "--file", writeFile(t, "beta2.json", onboarding))
+	if got := stored("beta").AuthorizedAt; !got.IsZero() || !strings.Contains(c.err.String(), "keeps the committed refresh token") {
+		t.Errorf("generation 0 without the flag: authorized_at %v (want absent), stderr %s", got, c.err.String())
+	}
+	// A secret with no record (never adopted): --replace-refresh-token marks even the
+	// same refresh token, there being no committed version to compare with.
+	c.mustRun("seed", "gamma", "--file", writeFile(t, "gamma.json", onboarding))
+	c.now = t0.Add(2 * time.Hour)
+	c.mustRun("seed", "gamma", "--file", writeFile(t, "gamma2.json", onboarding), "--replace-refresh-token")
+	if got := stored("gamma").AuthorizedAt; !got.Equal(c.now) {
+		t.Errorf("no record, --replace-refresh-token: authorized_at got %v, want %v", got, c.now)
+	}
+}
+
+func TestAuthorizationTime(t *testing.T) {
+	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		over *token.Private
+		want time.Time
+	}{
+		{"nothing to supersede", nil, now},
+		{"unmarked", &token.Private{}, now},
+		{"marked earlier", &token.Private{AuthorizedAt: now.Add(-time.Hour)}, now},
+		{"marked at the same instant", &token.Private{AuthorizedAt: now}, now.Add(time.Nanosecond)},
+		{"marked in the future", &token.Private{AuthorizedAt: now.Add(24 * time.Hour)}, now.Add(24*time.Hour + time.Nanosecond)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := authorizationTime(now.In(time.FixedZone("IST", 19800)), tt.over)
+			if !got.Equal(tt.want) || got.Location() != time.UTC {
+				t.Errorf("got %v, want %v in UTC", got, tt.want)
+			}
+			if doc := (&token.Private{AuthorizedAt: got}); !doc.NewAuthorizationOver(tt.over) {
+				t.Errorf("a document marked %v is not a new authorisation over %+v", got, tt.over)
+			}
+		})
+	}
+}
+
+func TestMarkAuthorized(t *testing.T) {
+	at := time.Date(2026, 12, 5, 10, 0, 0, 500, time.UTC)
+	tests := []struct{ name, in, want string }{
+		{"appended, the rest as written", `{"b":1,"a":{"x":1.50}}`, `{"b":1,"a":{"x":1.50},"authorized_at":"2026-12-05T10:00:00.0000005Z"}`},
+		{"empty object", `{}`, `{"authorized_at":"2026-12-05T10:00:00.0000005Z"}`},
+		{"replaced", `{"authorized_at":"2020-01-01T00:00:00Z","a":1}`, `{"a":1,"authorized_at":"2026-12-05T10:00:00.0000005Z"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := markAuthorized([]byte(tt.in), at)
+			if err != nil || string(got) != tt.want {
+				t.Errorf("got %s, %v; want %s", got, err, tt.want)
 			}
 		})
 	}

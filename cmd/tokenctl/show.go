@@ -31,6 +31,7 @@ type documentView struct {
 	Generation       int64        `json:"generation"`
 	Status           string       `json:"status"`
 	StatusReason     string       `json:"status_reason,omitempty"`
+	AuthorizedAt     string       `json:"authorized_at,omitempty"`
 	UnknownFields    []string     `json:"unknown_fields,omitempty"`
 	Quota            *quotaView   `json:"effective_quota,omitempty"`
 }
@@ -71,6 +72,14 @@ func viewTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
+// viewTimeExact keeps fractions of a second: authorized_at is compared exactly.
+func viewTimeExact(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
 func viewDuration(d time.Duration) string {
 	if d == 0 {
 		return ""
@@ -96,6 +105,7 @@ func newDocumentView(p *token.Private) documentView {
 		Generation:       p.Generation,
 		Status:           p.Status,
 		StatusReason:     p.StatusReason,
+		AuthorizedAt:     viewTimeExact(p.AuthorizedAt),
 		UnknownFields:    unknownFields(p),
 	}
 	if pol := (policyView{viewDuration(p.Policy.RefreshMargin), p.Policy.QuotaKey, p.Policy.DailyLimit, p.Policy.QuotaTimezone}); pol != (policyView{}) {
@@ -164,9 +174,10 @@ type versionView struct {
 }
 
 type recordView struct {
-	VersionID  string `json:"version_id"`
-	Generation int64  `json:"generation"`
-	Status     string `json:"status"`
+	VersionID  string        `json:"version_id"`
+	Generation int64         `json:"generation"`
+	Status     string        `json:"status"`
+	Inflight   *inflightView `json:"inflight,omitempty"`
 }
 
 type showOutput struct {
@@ -231,7 +242,7 @@ func (a *app) show(ctx context.Context, args []string) int {
 			var rec ledger.Record
 			rec, err = led.Get(ctx, name)
 			if err == nil {
-				out.Record = &recordView{VersionID: rec.VersionID, Generation: rec.Generation, Status: rec.Status}
+				out.Record = &recordView{VersionID: rec.VersionID, Generation: rec.Generation, Status: rec.Status, Inflight: newInflightView(rec.Inflight)}
 				marks = versionMarks(rec)
 			}
 		}
@@ -314,6 +325,12 @@ func (a *app) writeShow(out showOutput) {
 	fmt.Fprintf(a.stdout, "secret:  %s\ncurrent: %s\n", out.Secret, out.CurrentVersion)
 	if out.Record != nil {
 		fmt.Fprintf(a.stdout, "record:  version %s, generation %d, status %s\n", out.Record.VersionID, out.Record.Generation, out.Record.Status)
+		if in := out.Record.Inflight; in != nil {
+			fmt.Fprintf(a.stdout, "inflight: %s -> %s since %s\n", dash(in.From), in.To, formatTime(in.StartedAt))
+			if note := in.escrowNote(); note != "" {
+				fmt.Fprintf(a.stdout, "escrow:  refresh token %s (Secrets Manager refused it; the next run stores it as version %s; until then this record holds the only copy)\n", note, in.To)
+			}
+		}
 	}
 	if out.Document != nil {
 		doc, err := json.MarshalIndent(out.Document, "", "  ")

@@ -26,7 +26,7 @@ const (
 )
 
 // statusRow is one token in `tokenctl status --json`; the field names are a stable
-// interface (README "tokenctl status --json"). It holds no secret: the ledger has none,
+// interface (docs/tokenctl.md "`tokenctl status --json`"). It holds no secret: the ledger has none,
 // and of the private document only settings are read.
 type statusRow struct {
 	Name    string `json:"name"`
@@ -66,6 +66,32 @@ type inflightView struct {
 	From      string    `json:"from_version"`
 	To        string    `json:"to_version"`
 	StartedAt time.Time `json:"started_at"`
+	// Escrowed: the provider rotated, Secrets Manager refused the new refresh token, and it
+	// waits (KMS-sealed) in this record for the next run to store. Never the bytes.
+	Escrowed   bool       `json:"escrowed"`
+	EscrowedAt *time.Time `json:"escrowed_at,omitempty"`
+}
+
+func newInflightView(in *ledger.Inflight) *inflightView {
+	if in == nil {
+		return nil
+	}
+	v := &inflightView{From: in.From, To: in.To, StartedAt: in.StartedAt.UTC(), Escrowed: len(in.Escrow) > 0}
+	if v.Escrowed {
+		v.EscrowedAt = timePtr(in.EscrowedAt)
+	}
+	return v
+}
+
+// escrowNote is how the tables say an in-flight record holds an escrowed refresh token.
+func (v *inflightView) escrowNote() string {
+	if v == nil || !v.Escrowed {
+		return ""
+	}
+	if v.EscrowedAt == nil {
+		return "escrowed"
+	}
+	return "escrowed since " + formatTime(*v.EscrowedAt)
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -102,9 +128,7 @@ func newStatusRow(r ledger.Record, now time.Time) statusRow {
 	case r.LeaseHolder != "" || !r.LeaseUntil.IsZero():
 		row.Lease = leaseExpired
 	}
-	if r.Inflight != nil {
-		row.Inflight = &inflightView{From: r.Inflight.From, To: r.Inflight.To, StartedAt: r.Inflight.StartedAt.UTC()}
-	}
+	row.Inflight = newInflightView(r.Inflight)
 	row.setBudget()
 	return row
 }
@@ -294,6 +318,9 @@ func writeStatusTable(w io.Writer, rows []*statusRow, now time.Time) {
 		}
 		if r.Inflight != nil {
 			lease += ", inflight"
+			if note := r.Inflight.escrowNote(); note != "" {
+				lease += ", " + note
+			}
 		}
 		writes, quota := "-", "-"
 		if r.Adopted {

@@ -16,6 +16,10 @@ import (
 // extensionPrefix marks a field an operator added on purpose; it is kept and never warned about.
 const extensionPrefix = "x_"
 
+// authorizedAtSkew is how far in the future an authorized_at may be (clocks differ)
+// before it draws a warning.
+const authorizedAtSkew = 5 * time.Minute
+
 // credentialWarning is how close to expiry entity credentials draw a warning.
 const credentialWarning = 7 * 24 * time.Hour
 
@@ -257,6 +261,10 @@ func profileNotes(p *token.Private, doc map[string]any, now time.Time) []string 
 	if _, ok := prov["reuse_grace"]; ok {
 		notes = append(notes, "note: provider.reuse_grace is informational: how long the provider still accepts a refresh token after its use. "+
 			"The refresher uses it only to judge whether an interrupted refresh can be retried; it changes neither when nor how often tokens are refreshed")
+	}
+	if p.AuthorizedAt.Sub(now) > authorizedAtSkew {
+		notes = append(notes, "warning: authorized_at: in the future: until then no authorisation marked with the current time counts as new "+
+			"(tokenctl authorize and seed --replace-refresh-token mark theirs just after it)")
 	}
 	if !p.RefreshExpiresAt.IsZero() && !p.RefreshExpiresAt.After(now) {
 		notes = append(notes, "warning: refresh_expires_at: in the past: the provider will refuse this refresh token; authorise again (tokenctl authorize)")

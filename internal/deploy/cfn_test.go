@@ -22,6 +22,10 @@ import (
 // (aws-sam-translator, as sam deploy and CloudFormation do) on a copy, printing both: the
 // template as written and the deployed shape, with SAM's generated roles, schedules and
 // invoke configs. Exit 3 means cfn-lint is not installed, as opposed to a template it rejects.
+//
+// The SAM transform runs without AWS::LanguageExtensions: with it, cfn-lint inlines every
+// parameter's default, and the tests could no longer vary parameters. The one extension the
+// template uses (Fn::FindInMap with a computed key) is evaluated by stack.resolve instead.
 const templatesScript = `
 import copy, json, sys
 try:
@@ -36,7 +40,11 @@ if matches or template is None:
         print(m, file=sys.stderr)
     sys.exit(2)
 decoded = json.loads(json.dumps(template, default=str))
-t = Transform(sys.argv[1], copy.deepcopy(template), "us-east-1")
+sam_input = copy.deepcopy(template)
+transforms = sam_input.get("Transform")
+if isinstance(transforms, list):
+    sam_input["Transform"] = [x for x in transforms if x != "AWS::LanguageExtensions"]
+t = Transform(sys.argv[1], sam_input, "us-east-1")
 matches = t.transform_template()
 if matches:
     for m in matches:
@@ -98,17 +106,19 @@ func loadTransformed(t *testing.T) map[string]any {
 
 // Fixed identities the resolver gives pseudo parameters and resources.
 const (
-	testAccount  = "123456789012"
-	testRegion   = "us-east-1"
-	testFunction = "token-refresher-RefresherFunction-AbC123"
-	testFnARN    = "arn:aws:lambda:" + testRegion + ":" + testAccount + ":function:" + testFunction
-	testRoleARN  = "arn:aws:iam::" + testAccount + ":role/token-refresher-RefresherRole-XyZ789"
-	testKeyARN   = "arn:aws:kms:" + testRegion + ":" + testAccount + ":key/1234abcd-12ab-34cd-56ef-1234567890ab"
-	testTableARN = "arn:aws:dynamodb:" + testRegion + ":" + testAccount + ":table/token-refresher-StateTable-Q1W2"
-	testQueueARN = "arn:aws:sqs:" + testRegion + ":" + testAccount + ":token-refresher-AsyncFailureQueue-Z9"
-	testRuleARN  = "arn:aws:events:" + testRegion + ":" + testAccount + ":rule/token-refresher-TokenEventsRule-K8"
-	testTopicARN = "arn:aws:sns:" + testRegion + ":" + testAccount + ":token-refresher-AlarmTopic-P0"
-	testLogGroup = "/aws/lambda/" + testFunction
+	testAccount   = "123456789012"
+	testRegion    = "us-east-1"
+	testFunction  = "token-refresher-RefresherFunction-AbC123"
+	testFnARN     = "arn:aws:lambda:" + testRegion + ":" + testAccount + ":function:" + testFunction
+	testRoleARN   = "arn:aws:iam::" + testAccount + ":role/token-refresher-RefresherRole-XyZ789"
+	testKeyARN    = "arn:aws:kms:" + testRegion + ":" + testAccount + ":key/1234abcd-12ab-34cd-56ef-1234567890ab"
+	testEscrowID  = "5678efab-56ef-78ab-90cd-5678901234ef"
+	testEscrowARN = "arn:aws:kms:" + testRegion + ":" + testAccount + ":key/" + testEscrowID
+	testTableARN  = "arn:aws:dynamodb:" + testRegion + ":" + testAccount + ":table/token-refresher-StateTable-Q1W2"
+	testQueueARN  = "arn:aws:sqs:" + testRegion + ":" + testAccount + ":token-refresher-AsyncFailureQueue-Z9"
+	testRuleARN   = "arn:aws:events:" + testRegion + ":" + testAccount + ":rule/token-refresher-TokenEventsRule-K8"
+	testTopicARN  = "arn:aws:sns:" + testRegion + ":" + testAccount + ":token-refresher-AlarmTopic-P0"
+	testLogGroup  = "/aws/lambda/" + testFunction
 )
 
 // noValue is what AWS::NoValue resolves to; lists and maps drop it.
@@ -137,12 +147,13 @@ func newStack(t *testing.T, tmpl map[string]any, overrides map[string]string) *s
 			"AWS::StackName": "token-refresher", "AWS::URLSuffix": "amazonaws.com",
 			"RefresherFunction": testFunction, "RefresherRole": "token-refresher-RefresherRole-XyZ789",
 			"StateTable": "token-refresher-StateTable-Q1W2", "SecretsKey": "1234abcd-12ab-34cd-56ef-1234567890ab",
+			"EscrowKey":   testEscrowID,
 			"EnsureAlias": testFnARN + ":ensure", "AlarmTopic": testTopicARN,
 			"RefresherLogGroup": testLogGroup, "TokenEventsRule": "token-refresher-TokenEventsRule-K8",
 			"AsyncFailureQueue": "https://sqs.us-east-1.amazonaws.com/" + testAccount + "/token-refresher-AsyncFailureQueue-Z9",
 		},
 		attrs: map[string]string{
-			"RefresherFunction.Arn": testFnARN, "RefresherRole.Arn": testRoleARN, "SecretsKey.Arn": testKeyARN,
+			"RefresherFunction.Arn": testFnARN, "RefresherRole.Arn": testRoleARN, "SecretsKey.Arn": testKeyARN, "EscrowKey.Arn": testEscrowARN,
 			"StateTable.Arn": testTableARN, "AsyncFailureQueue.Arn": testQueueARN,
 			"AsyncFailureQueue.QueueName": "token-refresher-AsyncFailureQueue-Z9", "TokenEventsRule.Arn": testRuleARN,
 			"RefresherLogGroup.Arn": "arn:aws:logs:" + testRegion + ":" + testAccount + ":log-group:" + testLogGroup + ":*",

@@ -24,7 +24,7 @@ import (
 	"github.com/seed-502fa48b/token-refresher/pkg/notify"
 )
 
-// contractMetrics are the TokenRefresher metric names of cross-team contract 4.
+// contractMetrics are the TokenRefresher metric names the function emits (docs/operations.md lists them).
 var contractMetrics = []string{
 	"Outcomes", "NeedsReauth", "Throttled", "QuotaExhausted", "Failed", "InvalidConfig",
 	"SecretsManagerThrottled", "Reconciled", "Swept", "SecondsToExpiry", "DaysToCredentialExpiry",
@@ -108,7 +108,7 @@ func TestAlarms(t *testing.T) {
 				t.Errorf("AlarmDescription %q: want what it means and what to do", d)
 			}
 			if w.namespace == "TokenRefresher" && !slices.Contains(contractMetrics, w.metric) {
-				t.Errorf("metric %s is not in contract 4", w.metric)
+				t.Errorf("metric %s is not one the function emits", w.metric)
 			}
 		})
 	}
@@ -120,9 +120,9 @@ func TestHeartbeatAlarm(t *testing.T) {
 	t.Parallel()
 	tmpl := loadTransformed(t)
 	p := obj(t, tmpl, "Resources", "HeartbeatAlarm", "Properties")
-	for _, v := range strs(obj(t, tmpl, "Parameters", "ScheduleInterval")["AllowedValues"]) {
-		s := newStack(t, tmpl, map[string]string{"ScheduleInterval": v})
-		interval, err := time.ParseDuration(v)
+	for _, v := range strs(obj(t, tmpl, "Parameters", "ScheduleExpression")["AllowedValues"]) {
+		s := newStack(t, tmpl, map[string]string{"ScheduleExpression": v})
+		interval, err := rateDuration(v)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -240,8 +240,8 @@ func TestTokenEventsRule(t *testing.T) {
 func TestDashboard(t *testing.T) {
 	t.Parallel()
 	tmpl := loadTransformed(t)
-	for _, interval := range []string{"12h", "30m"} {
-		s := newStack(t, tmpl, map[string]string{"ScheduleInterval": interval})
+	for _, interval := range []string{"rate(12 hours)", "rate(30 minutes)"} {
+		s := newStack(t, tmpl, map[string]string{"ScheduleExpression": interval})
 		body := s.str(obj(t, tmpl, "Resources", "Dashboard", "Properties")["DashboardBody"])
 		var dash struct {
 			Widgets []struct {
@@ -286,13 +286,13 @@ func TestDashboard(t *testing.T) {
 					t.Errorf("widget %q: %s not for the refresher function: %v", title, name, row)
 				}
 			}
-			if strings.Contains(title, "status") && scalar(w.Properties["period"]) != strconv.Itoa(map[string]int{"12h": 43200, "30m": 1800}[interval]) {
-				t.Errorf("ScheduleInterval %s: status widget period %v, want the reconcile interval", interval, w.Properties["period"])
+			if strings.Contains(title, "status") && scalar(w.Properties["period"]) != strconv.Itoa(map[string]int{"rate(12 hours)": 43200, "rate(30 minutes)": 1800}[interval]) {
+				t.Errorf("ScheduleExpression %s: status widget period %v, want the reconcile interval", interval, w.Properties["period"])
 			}
 		}
 		for m := range metrics {
 			if ns, name, _ := strings.Cut(m, "/"); ns == "TokenRefresher" && !slices.Contains(contractMetrics, name) {
-				t.Errorf("dashboard metric %s is not in contract 4 (typo?)", name)
+				t.Errorf("dashboard metric %s is not one the function emits (typo?)", name)
 			}
 		}
 		for _, want := range []string{"TokenRefresher/Outcomes", "TokenRefresher/SecondsToExpiry", "TokenRefresher/QuotaUsed",
@@ -411,7 +411,7 @@ func TestNoRetriesMultiplyRotations(t *testing.T) {
 }
 
 // The template's state table has the keys and the sparse due index that pkg/ledger creates
-// (cross-team contract 1): ledger.CreateTable runs against moto and the result is compared.
+// (docs/design.md §2): ledger.CreateTable runs against moto and the result is compared.
 func TestStateTableMatchesLedger(t *testing.T) {
 	t.Parallel()
 	tmpl := loadTemplate(t)
@@ -480,11 +480,11 @@ func TestStateTableMatchesLedger(t *testing.T) {
 	}
 	// Contract 1 itself, so a change made on both sides at once is still caught.
 	if got := fmt.Sprint(attrs); got != "[due_at:N due_shard:S pk:S]" {
-		t.Errorf("attributes: got %s, want contract 1's pk S, due_shard S, due_at N", got)
+		t.Errorf("attributes: got %s, want pk S, due_shard S, due_at N", got)
 	}
 	if len(gsis) != 1 || scalar(obj(t, gsis[0])["IndexName"]) != ledger.DueIndex || ledger.DueIndex != "due" ||
 		!slices.Equal(keys(obj(t, gsis[0])["KeySchema"]), []string{"due_shard:HASH", "due_at:RANGE"}) {
-		t.Errorf("due index: got %v, want contract 1 (due: due_shard HASH, due_at RANGE, ALL)", gsis)
+		t.Errorf("due index: got %v, want due: due_shard HASH, due_at RANGE, ALL", gsis)
 	}
 }
 

@@ -235,8 +235,9 @@ func doRun(srv *awsemu.Server) functionRun {
 }
 
 // Least privilege, exactly, against what the code does: every call the real bootstrap makes
-// must be authorised by the template's role — and, for private secrets, not denied by their
-// resource policy — and every action the role grants for AWS APIs must have been used.
+// must be authorised by the template's role — and, for private secrets and the state table, not
+// denied by their resource policies — and every action the role grants for AWS APIs must have
+// been used.
 func TestRoleAuthorisesEveryCallTheFunctionMakes(t *testing.T) {
 	t.Parallel()
 	run := runFunction(t)
@@ -245,6 +246,7 @@ func TestRoleAuthorisesEveryCallTheFunctionMakes(t *testing.T) {
 	s.attrs["StateTable.Arn"] = "arn:aws:dynamodb:" + testRegion + ":" + testAccount + ":table/" + run.table
 	identity := s.roleStatements("RefresherRole")
 	resourcePolicy := privatePolicy(t, s)
+	tablePolicy := stateTablePolicy(t, s)
 
 	used := map[string]int{}
 	for i, ev := range run.events {
@@ -258,6 +260,9 @@ func TestRoleAuthorisesEveryCallTheFunctionMakes(t *testing.T) {
 			var rp []iamStatement
 			if strings.Contains(c.resource, ":secret:"+run.prefix+"private/") {
 				rp = resourcePolicy
+			}
+			if strings.HasPrefix(c.resource, s.attrs["StateTable.Arn"]) {
+				rp = tablePolicy
 			}
 			req := request{Principal: testRoleARN, Action: c.action, Resource: c.resource, Context: c.context}
 			if got := authorize(t, req, identity, rp); got != allowed {
@@ -279,6 +284,10 @@ func TestRoleAuthorisesEveryCallTheFunctionMakes(t *testing.T) {
 		// Issue 18: the persist moves AWSCURRENT (two writes per refresh); a label move is a
 		// repair (a lagging label, an operator's edit the persist hid, a lagging access secret).
 		"secretsmanager:UpdateSecretVersionStage": "label repairs only: the private persist moves AWSCURRENT itself",
+		// The escrow (issue 17): only when Secrets Manager refuses a rotated refresh token.
+		"kms:Encrypt":         "escrow of a refresh token Secrets Manager refused",
+		"kms:GenerateDataKey": "escrow of a refresh token Secrets Manager refused",
+		"kms:Decrypt":         "the run after an escrow, finishing its persist",
 	}
 	for _, st := range identity {
 		for _, a := range st.Action {

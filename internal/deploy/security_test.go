@@ -261,6 +261,7 @@ func TestRefresherPolicyIsLeastPrivilege(t *testing.T) {
 				testTableARN + "/index/due": "index",
 				"*":                         "*",
 				testQueueARN:                "queue",
+				testEscrowARN:               "escrow",
 				"arn:aws:events:" + testRegion + ":" + testAccount + ":event-bus/default":                         "bus",
 				"arn:aws:logs:" + testRegion + ":" + testAccount + ":log-group:" + testLogGroup:                   "logs",
 				"arn:aws:logs:" + testRegion + ":" + testAccount + ":log-group:" + testLogGroup + ":log-stream:*": "logs",
@@ -280,6 +281,7 @@ func TestRefresherPolicyIsLeastPrivilege(t *testing.T) {
 		"index":   {"dynamodb:Query"},
 		"queue":   {"sqs:SendMessage"},
 		"bus":     {"events:PutEvents"},
+		"escrow":  {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"},
 		"logs":    {"logs:CreateLogStream", "logs:PutLogEvents"},
 	}
 	for kind, w := range want {
@@ -399,5 +401,304 @@ func TestKmsKeyOption(t *testing.T) {
 		if s.evalCond(obj(t, a)["Assert"]) {
 			t.Error("OneKeySource assertion holds with both options set, want it to fail")
 		}
+	}
+}
+
+// stateTablePolicy returns the state table's resource policy as deployed.
+func stateTablePolicy(t *testing.T, s *stack) []iamStatement {
+	t.Helper()
+	rp := obj(t, s.tmpl, "Resources", "StateTable", "Properties", "ResourcePolicy")
+	return s.policyStatements(rp["PolicyDocument"])
+}
+
+// dynamoDataPlane is every DynamoDB action that reads or writes items (TransactGetItems and
+// TransactWriteItems are authorised per item through these).
+var dynamoDataPlane = []string{
+	"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan",
+	"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
+	"dynamodb:ConditionCheckItem", "dynamodb:PartiQLSelect", "dynamodb:PartiQLInsert",
+	"dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete",
+}
+
+// The state table holds escrowed refresh tokens and the leases that fence every write: only
+// the refresher role and the administrator role read or write its items, whatever identity
+// policy anyone else holds, while the table itself stays manageable (stack updates).
+func TestStateTableReadableOnlyByRefresherAndAdmin(t *testing.T) {
+	t.Parallel()
+	tmpl := loadTransformed(t)
+	const ssoAdmin = "arn:aws:iam::" + testAccount + ":role/aws-reserved/sso.amazonaws.com/*/AWSReservedSSO_TokenAdmin_*"
+	powerUser := "arn:aws:iam::" + testAccount + ":role/PowerUser"
+	rootUser := "arn:aws:iam::" + testAccount + ":root"
+	consumerRole := "arn:aws:iam::" + testAccount + ":role/billing-app"
+	allDynamo := []iamStatement{{Sid: "Broad", Effect: "Allow", Action: []string{"dynamodb:*"}, Resource: []string{"*"}}}
+	index := testTableARN + "/index/due"
+
+	for _, admin := range []struct {
+		param, principal, other string
+	}{
+		{adminRole, adminRole, powerUser},
+		{"", rootUser, adminRole},
+		{ssoAdmin, "arn:aws:iam::" + testAccount + ":role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_TokenAdmin_0a1b2c",
+			"arn:aws:iam::" + testAccount + ":role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_PowerUser_9f8e7d"},
+	} {
+		t.Run("AdminRoleArn="+admin.param, func(t *testing.T) {
+			s := newStack(t, tmpl, map[string]string{"AdminRoleArn": admin.param})
+			rp := stateTablePolicy(t, s)
+			refresher := s.roleStatements("RefresherRole")
+			consumer := s.managedStatements("ConsumerReadPolicy")
+
+			cases := []struct {
+				name      string
+				principal string
+				identity  []iamStatement
+				action    string
+				resource  string
+				rp        []iamStatement
+				want      decision
+			}{
+				{"refresher reads a record", testRoleARN, refresher, "dynamodb:GetItem", testTableARN, rp, allowed},
+				{"refresher claims", testRoleARN, refresher, "dynamodb:UpdateItem", testTableARN, rp, allowed},
+				{"refresher scans", testRoleARN, refresher, "dynamodb:Scan", testTableARN, rp, allowed},
+				{"refresher sweeps the due index", testRoleARN, refresher, "dynamodb:Query", index, rp, allowed},
+				{"refresher cannot delete items", testRoleARN, refresher, "dynamodb:DeleteItem", testTableARN, rp, implicitDeny},
+				{"admin reads", admin.principal, allDynamo, "dynamodb:GetItem", testTableARN, rp, allowed},
+				{"admin repairs a record", admin.principal, allDynamo, "dynamodb:UpdateItem", testTableARN, rp, allowed},
+				{"admin deletes a record", admin.principal, allDynamo, "dynamodb:DeleteItem", testTableARN, rp, allowed},
+				{"consumer cannot read", consumerRole, consumer, "dynamodb:GetItem", testTableARN, rp, explicitDeny},
+				{"broad principal still manages the table", admin.other, allDynamo, "dynamodb:UpdateTable", testTableARN, rp, allowed},
+				{"broad principal still describes the table", admin.other, allDynamo, "dynamodb:DescribeTable", testTableARN, rp, allowed},
+				// Control: without the resource policy the same principal reads everything,
+				// so the denials below come from the policy.
+				{"control: no resource policy", admin.other, allDynamo, "dynamodb:GetItem", testTableARN, nil, allowed},
+			}
+			for _, a := range dynamoDataPlane {
+				cases = append(cases,
+					struct {
+						name      string
+						principal string
+						identity  []iamStatement
+						action    string
+						resource  string
+						rp        []iamStatement
+						want      decision
+					}{"broad principal denied", admin.other, allDynamo, a, testTableARN, rp, explicitDeny})
+			}
+			cases = append(cases, struct {
+				name      string
+				principal string
+				identity  []iamStatement
+				action    string
+				resource  string
+				rp        []iamStatement
+				want      decision
+			}{"broad principal cannot query the index", admin.other, allDynamo, "dynamodb:Query", index, rp, explicitDeny})
+			for _, c := range cases {
+				got := authorize(t, request{Principal: c.principal, Action: c.action, Resource: c.resource}, c.identity, c.rp)
+				if got != c.want {
+					t.Errorf("%s (%s %s by %s): got %s, want %s", c.name, c.action, c.resource, c.principal, got, c.want)
+				}
+			}
+		})
+	}
+}
+
+// The table's policy names the same two principals as the private secrets' policy, in one
+// Deny that covers every item action the refresher is granted.
+func TestStateTablePolicyMatchesPrivateSecrets(t *testing.T) {
+	t.Parallel()
+	tmpl := loadTransformed(t)
+	s := newStack(t, tmpl, map[string]string{"AdminRoleArn": adminRole})
+	rp := stateTablePolicy(t, s)
+	if len(rp) != 1 {
+		t.Fatalf("statements: got %d, want 1", len(rp))
+	}
+	st := rp[0]
+	if st.Effect != "Deny" || st.Principal != "*" || !slices.Equal(st.Resource, []string{"*"}) {
+		t.Errorf("statement: got %s %v on %v, want Deny * on *", st.Effect, st.Principal, st.Resource)
+	}
+	cond, _ := st.Condition["StringNotLike"].(map[string]any)
+	got := strs(cond["aws:PrincipalArn"])
+	priv, _ := privatePolicy(t, s)[0].Condition["StringNotLike"].(map[string]any)
+	if want := strs(priv["aws:PrincipalArn"]); !slices.Equal(got, want) || !slices.Equal(got, []string{testRoleARN, adminRole}) {
+		t.Errorf("StringNotLike aws:PrincipalArn: got %v, want %v (the private secrets' principals)", got, want)
+	}
+	if len(st.Condition) != 1 {
+		t.Errorf("Condition: got %v, want only StringNotLike", st.Condition)
+	}
+	if got := slices.Sorted(slices.Values(st.Action)); !slices.Equal(got, slices.Sorted(slices.Values(dynamoDataPlane))) {
+		t.Errorf("Deny actions: got %v, want the data plane %v", got, dynamoDataPlane)
+	}
+	for _, g := range s.roleStatements("RefresherRole") {
+		for _, a := range g.Action {
+			if strings.HasPrefix(a, "dynamodb:") && !slices.Contains(st.Action, a) {
+				t.Errorf("refresher is granted %s, which the table's Deny does not cover", a)
+			}
+		}
+	}
+}
+
+// authorizeKMS evaluates a call on a KMS key: an explicit Deny in the key policy or the
+// caller's identity policies wins; otherwise the key policy must allow the caller directly, or
+// allow the account (delegating to IAM) and the caller's identity policy must allow too. A key
+// policy that does not name an action for the account makes IAM policies unable to grant it.
+func authorizeKMS(t *testing.T, req request, identity, keyPolicy []iamStatement) decision {
+	t.Helper()
+	account := arnFields(req.Principal)[4]
+	root := "arn:aws:iam::" + account + ":root"
+	var direct, delegated []iamStatement
+	for _, st := range keyPolicy {
+		if st.Effect == "Deny" {
+			direct = append(direct, st)
+			continue
+		}
+		m, _ := st.Principal.(map[string]any)
+		for _, p := range strs(m["AWS"]) {
+			switch p {
+			case root, account:
+				delegated = append(delegated, st)
+			case req.Principal, "*":
+				direct = append(direct, st)
+			}
+		}
+	}
+	// Deny statements and grants naming the caller (or "*") decide on their own.
+	d := authorize(t, req, nil, direct)
+	if d == explicitDeny || authorize(t, req, identity, nil) == explicitDeny {
+		return explicitDeny
+	}
+	if d == allowed {
+		return allowed
+	}
+	if authorize(t, req, nil, delegated) == allowed && authorize(t, req, identity, nil) == allowed {
+		return allowed
+	}
+	return implicitDeny
+}
+
+// The escrow key: created unless EscrowKeyArn names one; the refresher encrypts and decrypts
+// with it; the account and the administrator manage it but nobody else decrypts, re-encrypts or
+// grants, whatever identity policy they hold; the function is told which key to use.
+func TestEscrowKey(t *testing.T) {
+	t.Parallel()
+	tmpl := loadTransformed(t)
+	const givenKey = "arn:aws:kms:us-east-1:123456789012:key/0000bbbb-0000-0000-0000-000000000000"
+	for _, c := range []struct {
+		name    string
+		params  map[string]string
+		key     string
+		created bool
+	}{
+		{"created", map[string]string{"AdminRoleArn": adminRole}, testEscrowARN, true},
+		{"created with the secrets key too", map[string]string{"CreateKmsKey": "true"}, testEscrowARN, true},
+		{"given", map[string]string{"EscrowKeyArn": givenKey}, givenKey, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newStack(t, tmpl, c.params)
+			key := obj(t, tmpl, "Resources", "EscrowKey")
+			if got := s.active(key); got != c.created {
+				t.Fatalf("EscrowKey created: got %v, want %v", got, c.created)
+			}
+			if got := s.active(obj(t, tmpl, "Resources", "EscrowKeyAlias")); got != c.created {
+				t.Errorf("EscrowKeyAlias created: got %v, want %v", got, c.created)
+			}
+			env := obj(t, tmpl, "Resources", "RefresherFunction", "Properties", "Environment", "Variables")
+			if got := s.str(env["ESCROW_KEY_ID"]); got != c.key {
+				t.Errorf("ESCROW_KEY_ID: got %q, want %q", got, c.key)
+			}
+			if got := s.str(obj(t, tmpl, "Outputs", "EscrowKeyArn")["Value"]); got != c.key {
+				t.Errorf("output EscrowKeyArn: got %q, want %q", got, c.key)
+			}
+
+			// The function's IAM grants reach this key and no other.
+			refresher := s.roleStatements("RefresherRole")
+			for _, a := range []string{"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"} {
+				if got := authorize(t, request{Principal: testRoleARN, Action: a, Resource: c.key}, refresher, nil); got != allowed {
+					t.Errorf("refresher IAM %s on the escrow key: got %s, want allowed", a, got)
+				}
+				other := "arn:aws:kms:" + testRegion + ":" + testAccount + ":key/9999cccc-0000-0000-0000-000000000000"
+				if got := authorize(t, request{Principal: testRoleARN, Action: a, Resource: other}, refresher, nil); got != implicitDeny {
+					t.Errorf("refresher IAM %s on another key: got %s, want implicit deny", a, got)
+				}
+			}
+			if got := authorize(t, request{Principal: testRoleARN, Action: "kms:CreateGrant", Resource: c.key}, refresher, nil); got != implicitDeny {
+				t.Errorf("refresher IAM kms:CreateGrant: got %s, want implicit deny", got)
+			}
+			if !c.created {
+				return
+			}
+
+			if key["DeletionPolicy"] != "Retain" || key["UpdateReplacePolicy"] != "Retain" {
+				t.Errorf("EscrowKey policies: got %v/%v, want Retain (escrowed tokens are encrypted with it)", key["DeletionPolicy"], key["UpdateReplacePolicy"])
+			}
+			kp := obj(t, key, "Properties")
+			if kp["EnableKeyRotation"] != true {
+				t.Error("EscrowKey: EnableKeyRotation is not true")
+			}
+			policy := s.policyStatements(kp["KeyPolicy"])
+			rootUser := "arn:aws:iam::" + testAccount + ":root"
+			powerUser := "arn:aws:iam::" + testAccount + ":role/PowerUser"
+			consumerRole := "arn:aws:iam::" + testAccount + ":role/billing-app"
+			consumer := s.managedStatements("ConsumerReadPolicy")
+			viaSM := map[string]string{"kms:ViaService": "secretsmanager." + testRegion + ".amazonaws.com"}
+			for _, r := range []struct {
+				name      string
+				principal string
+				identity  []iamStatement
+				action    string
+				context   map[string]string
+				want      decision
+			}{
+				{"refresher encrypts", testRoleARN, refresher, "kms:Encrypt", nil, allowed},
+				{"refresher decrypts", testRoleARN, refresher, "kms:Decrypt", nil, allowed},
+				{"refresher makes a data key", testRoleARN, refresher, "kms:GenerateDataKey", nil, allowed},
+				{"key policy alone lets the refresher decrypt", testRoleARN, nil, "kms:Decrypt", nil, allowed},
+				{"refresher cannot grant", testRoleARN, refresher, "kms:CreateGrant", nil, implicitDeny},
+				{"refresher cannot change the policy", testRoleARN, refresher, "kms:PutKeyPolicy", nil, implicitDeny},
+				{"admin manages the policy", adminRole, broad, "kms:PutKeyPolicy", nil, allowed},
+				{"admin describes", adminRole, broad, "kms:DescribeKey", nil, allowed},
+				{"admin can schedule deletion", adminRole, broad, "kms:ScheduleKeyDeletion", nil, allowed},
+				{"admin cannot decrypt", adminRole, broad, "kms:Decrypt", nil, explicitDeny},
+				{"admin cannot re-encrypt out", adminRole, broad, "kms:ReEncryptFrom", nil, explicitDeny},
+				{"admin cannot grant itself", adminRole, broad, "kms:CreateGrant", nil, explicitDeny},
+				{"admin cannot make data keys", adminRole, broad, "kms:GenerateDataKey", nil, implicitDeny},
+				{"admin cannot encrypt", adminRole, broad, "kms:Encrypt", nil, implicitDeny},
+				{"root cannot decrypt", rootUser, broad, "kms:Decrypt", nil, explicitDeny},
+				{"power user cannot decrypt", powerUser, broad, "kms:Decrypt", nil, explicitDeny},
+				{"nobody decrypts through Secrets Manager", powerUser, broad, "kms:Decrypt", viaSM, explicitDeny},
+				{"consumer cannot decrypt", consumerRole, consumer, "kms:Decrypt", viaSM, explicitDeny},
+			} {
+				req := request{Principal: r.principal, Action: r.action, Resource: testEscrowARN, Context: r.context}
+				if got := authorizeKMS(t, req, r.identity, policy); got != r.want {
+					t.Errorf("%s (%s by %s): got %s, want %s", r.name, r.action, r.principal, got, r.want)
+				}
+			}
+			// Without its Deny the key policy still grants no decrypt to the account (the
+			// management statement delegates no cryptographic action to IAM) ...
+			var allows []iamStatement
+			for _, st := range policy {
+				if st.Effect == "Allow" {
+					allows = append(allows, st)
+				}
+			}
+			if len(allows) == len(policy) {
+				t.Fatal("key policy has no Deny statement")
+			}
+			req := request{Principal: powerUser, Action: "kms:Decrypt", Resource: testEscrowARN}
+			if got := authorizeKMS(t, req, broad, allows); got != implicitDeny {
+				t.Errorf("key policy without its Deny, power user decrypts: got %s, want implicit deny", got)
+			}
+			// ... and control: the evaluator lets a delegated action through with an identity
+			// grant, so "implicit deny" above comes from the policy.
+			loose := append(slices.Clone(allows), iamStatement{Sid: "Loose", Effect: "Allow",
+				Principal: map[string]any{"AWS": rootUser}, Action: []string{"kms:*"}, Resource: []string{"*"}})
+			if got := authorizeKMS(t, req, broad, loose); got != allowed {
+				t.Errorf("control: account granted kms:*, power user decrypts: got %s, want allowed", got)
+			}
+			// With the Deny, even such a loose statement lets nobody but the refresher decrypt.
+			loose = append(slices.Clone(policy), loose[len(loose)-1])
+			if got := authorizeKMS(t, req, broad, loose); got != explicitDeny {
+				t.Errorf("key policy plus kms:* for the account, power user decrypts: got %s, want explicit deny", got)
+			}
+		})
 	}
 }

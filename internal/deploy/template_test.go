@@ -81,8 +81,9 @@ func TestCfnLintRejectsBrokenTemplate(t *testing.T) {
 func TestFunction(t *testing.T) {
 	t.Parallel()
 	tmpl := loadTemplate(t)
-	if got := tmpl["Transform"]; got != "AWS::Serverless-2016-10-31" {
-		t.Errorf("Transform: got %v, want AWS::Serverless-2016-10-31", got)
+	// LanguageExtensions before SAM: the schedule's FindInMap keys are computed (TestScheduleIntervalDerived).
+	if got, want := strs(tmpl["Transform"]), []string{"AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"}; !slices.Equal(got, want) {
+		t.Errorf("Transform: got %v, want %v", got, want)
 	}
 	fn := resource(t, tmpl, "RefresherFunction", "AWS::Serverless::Function")
 	props := obj(t, fn, "Properties")
@@ -116,12 +117,12 @@ func TestFunction(t *testing.T) {
 	}
 
 	// Each variable comes from the parameter (or table) the design names, and the
-	// parameter defaults equal the function's own defaults (§4).
+	// parameter defaults equal the function's own defaults (§4). SCHEDULE_INTERVAL is
+	// derived from ScheduleExpression (TestScheduleIntervalDerived).
 	env := obj(t, props, "Environment", "Variables")
 	for _, c := range []struct{ env, ref, def string }{
 		{"STATE_TABLE", "StateTable", ""},
 		{"SECRET_PREFIX", "SecretPrefix", "token-refresher/"},
-		{"SCHEDULE_INTERVAL", "ScheduleInterval", "12h"},
 		{"SWEEP_INTERVAL", "SweepInterval", "5m"},
 		{"CONCURRENCY", "Concurrency", "8"},
 	} {
@@ -135,15 +136,20 @@ func TestFunction(t *testing.T) {
 			}
 		}
 	}
-	// Cross-team contract 2: the template publishes token events on the default bus.
+	// The template publishes token events on the default bus.
 	if got := env["EVENT_BUS_NAME"]; got != "default" {
 		t.Errorf("env EVENT_BUS_NAME: got %v, want default", got)
 	}
 	if _, ok := env["KMS_KEY_ID"]; !ok {
 		t.Error("env KMS_KEY_ID missing (empty without a customer-managed key; TestKmsKeyOption checks values)")
 	}
-	if len(env) != 7 {
-		t.Errorf("environment: got %d variables, want 7 (%v)", len(env), env)
+	for _, k := range []string{"SCHEDULE_INTERVAL", "ESCROW_KEY_ID"} {
+		if _, ok := env[k]; !ok {
+			t.Errorf("env %s missing (values: TestScheduleIntervalDerived, TestEscrowKey)", k)
+		}
+	}
+	if len(env) != 8 {
+		t.Errorf("environment: got %d variables, want 8 (%v)", len(env), env)
 	}
 }
 
@@ -257,24 +263,51 @@ func rateDuration(expr string) (time.Duration, error) {
 	return time.Duration(n) * unit, nil
 }
 
-func TestScheduleIntervalAgreesWithExpression(t *testing.T) {
+// One schedule parameter: for every expression an operator may choose, the function is told
+// the same interval the schedule runs at, so the two can never disagree.
+func TestScheduleIntervalDerived(t *testing.T) {
 	t.Parallel()
-	tmpl := loadTemplate(t)
-	exprParam := refOf(scheduleEvent(t, tmpl)["ScheduleExpression"])
-	want, err := rateDuration(paramDefault(t, tmpl, exprParam))
-	if err != nil {
-		t.Fatalf("%s default: %v", exprParam, err)
+	tmpl := loadTransformed(t)
+	params := obj(t, tmpl, "Parameters")
+	if _, ok := params["ScheduleInterval"]; ok {
+		t.Error("parameter ScheduleInterval exists: the interval must be derived from ScheduleExpression")
 	}
-	interval := paramDefault(t, tmpl, "ScheduleInterval")
-	got, err := time.ParseDuration(interval)
-	if err != nil {
-		t.Fatalf("ScheduleInterval default %q is not a Go duration: %v", interval, err)
+	exprs := strs(obj(t, params, "ScheduleExpression")["AllowedValues"])
+	if !slices.Contains(exprs, "rate(12 hours)") || !slices.Contains(exprs, "rate(30 minutes)") {
+		t.Fatalf("ScheduleExpression AllowedValues %v: want at least rate(12 hours) and rate(30 minutes)", exprs)
 	}
-	if got != want {
-		t.Errorf("ScheduleInterval default: got %v, want %v (the schedule's rate)", got, want)
+	env := obj(t, tmpl, "Resources", "RefresherFunction", "Properties", "Environment", "Variables")
+	sched := obj(t, tmpl, "Resources", "RefresherFunctionSchedule", "Properties")
+	rows := obj(t, tmpl, "Mappings", "Schedule")
+	for _, expr := range exprs {
+		t.Run(expr, func(t *testing.T) {
+			want, err := rateDuration(expr)
+			if err != nil {
+				t.Fatalf("allowed value: %v", err)
+			}
+			s := newStack(t, tmpl, map[string]string{"ScheduleExpression": expr})
+			if got := s.str(sched["ScheduleExpression"]); got != expr {
+				t.Errorf("schedule expression: got %q, want %q", got, expr)
+			}
+			text := s.str(env["SCHEDULE_INTERVAL"])
+			got, err := time.ParseDuration(text)
+			if err != nil {
+				t.Fatalf("SCHEDULE_INTERVAL %q: the function cannot parse it: %v", text, err)
+			}
+			if got != want {
+				t.Errorf("SCHEDULE_INTERVAL: got %v, want %v (the schedule's rate)", got, want)
+			}
+		})
 	}
-	if desc := scalar(obj(t, tmpl, "Parameters", "ScheduleInterval")["Description"]); !strings.Contains(desc, "ScheduleExpression") {
-		t.Errorf("ScheduleInterval description does not tell the operator to keep it in line with ScheduleExpression: %q", desc)
+	// No row for a value the parameter refuses (a dead row would hide a missing one).
+	if len(rows) != len(exprs) {
+		t.Errorf("Mappings.Schedule: got %d rows, want one per allowed expression (%d)", len(rows), len(exprs))
+	}
+	// Control: the derivation reads the parameter, so a different rate gives a different interval.
+	a := newStack(t, tmpl, map[string]string{"ScheduleExpression": "rate(1 hour)"}).str(env["SCHEDULE_INTERVAL"])
+	b := newStack(t, tmpl, map[string]string{"ScheduleExpression": "rate(30 minutes)"}).str(env["SCHEDULE_INTERVAL"])
+	if a == b {
+		t.Errorf("control: SCHEDULE_INTERVAL %q for both rate(1 hour) and rate(30 minutes)", a)
 	}
 }
 
@@ -291,9 +324,6 @@ func TestParameterPatterns(t *testing.T) {
 		{"SecretPrefix",
 			[]string{"token-refresher/", "team-a/tr/", "tr_1/"},
 			[]string{"", "token-refresher", "tr*/", "tr?/", "/", "a b/"}},
-		{"ScheduleExpression",
-			[]string{"rate(12 hours)", "rate(1 hour)", "rate(30 minutes)", "rate(1 day)", "cron(0 0/12 * * ? *)"},
-			[]string{"rate(0 hours)", "rate(12 hrs)", "every 12h", "12h"}},
 		{"SweepInterval",
 			[]string{"5m", "1m", "15m", "999m", "off"},
 			[]string{"", "0m", "5", "5 minutes", "1h", "1000m", "OFF", "-5m"}},
@@ -303,6 +333,9 @@ func TestParameterPatterns(t *testing.T) {
 		{"KmsKeyArn",
 			[]string{"", "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
 			[]string{"alias/aws/secretsmanager", "arn:aws:kms:us-east-1:123456789012:alias/x", "1234abcd-12ab"}},
+		{"EscrowKeyArn",
+			[]string{"", testEscrowARN},
+			[]string{"alias/token-refresher-escrow", "arn:aws:kms:us-east-1:123456789012:alias/x", testEscrowID}},
 		{"AlarmEmail",
 			[]string{"", "ops@example.com"},
 			[]string{"ops", "ops@", "a@b", "ops@example.com bob@example.com"}},
@@ -336,22 +369,23 @@ func TestParameterPatterns(t *testing.T) {
 			}
 		})
 	}
-	// ScheduleInterval is a fixed list (the heartbeat alarm maps it to seconds): every value
-	// is a Go duration the function parses and has a row in the Interval mapping.
-	p := obj(t, tmpl, "Parameters", "ScheduleInterval")
+	// ScheduleExpression is a fixed list (each value has a Schedule row): every value is a rate
+	// whose row gives its interval in seconds (TestScheduleIntervalDerived: the Go duration).
+	p := obj(t, tmpl, "Parameters", "ScheduleExpression")
 	values := strs(p["AllowedValues"])
 	if !slices.Contains(values, scalar(p["Default"])) {
-		t.Errorf("ScheduleInterval default %v not in AllowedValues %v", p["Default"], values)
+		t.Errorf("ScheduleExpression default %v not in AllowedValues %v", p["Default"], values)
 	}
 	for _, v := range values {
-		d, err := time.ParseDuration(v)
+		d, err := rateDuration(v)
 		if err != nil {
-			t.Errorf("ScheduleInterval %q: the function cannot parse it: %v", v, err)
+			t.Errorf("ScheduleExpression %q: %v", v, err)
 			continue
 		}
-		row, _ := obj(t, tmpl, "Mappings", "Interval")[v].(map[string]any)
-		if got := scalar(row["Seconds"]); got != strconv.Itoa(int(d.Seconds())) {
-			t.Errorf("Mappings.Interval.%s.Seconds: got %q, want %d", v, got, int(d.Seconds()))
+		s := newStack(t, tmpl, map[string]string{"ScheduleExpression": v})
+		seconds := s.str(obj(t, tmpl, "Resources", "HeartbeatAlarm", "Properties")["Period"])
+		if want := strconv.Itoa(int(d.Seconds())); seconds != want {
+			t.Errorf("ScheduleExpression %s: Schedule row Seconds %q, want %s", v, seconds, want)
 		}
 	}
 	if got := scalar(obj(t, tmpl, "Parameters", "CreateKmsKey")["Default"]); got != "false" {
@@ -513,6 +547,10 @@ func TestOutputs(t *testing.T) {
 	// The key output exists exactly when the key is used (TestKmsKeyOption checks values).
 	if got := obj(t, outs, "SecretsKeyArn")["Condition"]; got != "UseKms" {
 		t.Errorf("SecretsKeyArn Condition: got %v, want UseKms", got)
+	}
+	// The escrow key always exists (created or given); TestEscrowKey checks values.
+	if o := obj(t, outs, "EscrowKeyArn"); o["Condition"] != nil {
+		t.Errorf("EscrowKeyArn Condition: got %v, want none", o["Condition"])
 	}
 	if _, ok := outs["PrivateSecretResourcePolicy"]; !ok {
 		t.Error("output PrivateSecretResourcePolicy missing")

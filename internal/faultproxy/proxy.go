@@ -1,7 +1,8 @@
 // Package faultproxy is an HTTP proxy that sits between the AWS SDK and moto
 // and injects the faults a real AWS endpoint and network produce: latency,
 // error answers, requests lost before they arrive and answers lost after the
-// request was applied. It is test support; it never logs and never records a
+// request was applied — and plays Secrets Manager's shared write quota
+// (LimitWrites). It is test support; it never logs and never records a
 // request or response body, because those hold secrets.
 package faultproxy
 
@@ -149,6 +150,9 @@ type Proxy struct {
 	counts   map[string]int
 	events   []Event
 	errSeq   int
+
+	writeLimit *writeLimiter // nil: writes unlimited
+	writeStats *WriteStats   // of the latest LimitWrites
 }
 
 // New starts a proxy on a free loopback port that forwards to upstream
@@ -304,6 +308,11 @@ func (p *Proxy) plan(op string, body []byte) Rule {
 		}
 		chosen = rs.Rule
 		break
+	}
+	// The write quota applies to what would reach upstream; a scripted fault
+	// answers first. Counted at arrival, also for a delayed request.
+	if p.writeLimit != nil && chosen.Error == nil && chosen.Drop != DropBeforeForward && !p.writeLimit.admit(op) {
+		chosen = Rule{Error: ThrottlingError(SecretsManager)}
 	}
 	p.counts[op]++
 	p.events = append(p.events, Event{Op: op, Action: chosen.action()})

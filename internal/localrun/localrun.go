@@ -14,6 +14,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/seed-502fa48b/token-refresher/internal/awsemu"
@@ -63,6 +64,7 @@ type Options struct {
 // Stack is a running local system. Close stops all of it.
 type Stack struct {
 	Table, Prefix string
+	EscrowKey     string // the KMS key ARN the function escrows refused refresh tokens with
 	AWS           *awsemu.Server
 	AWSConfig     aws.Config
 	Secrets       *secretstore.Store
@@ -122,7 +124,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			_ = s.Close()
 		}
 	}()
-	fmt.Fprintln(progress, "▶ starting moto (the AWS stand-in: Secrets Manager, DynamoDB)…")
+	fmt.Fprintln(progress, "▶ starting moto (the AWS stand-in: Secrets Manager, DynamoDB, KMS)…")
 	if s.AWS, err = awsemu.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -134,7 +136,13 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := ledger.CreateTable(ctx, dynamodb.NewFromConfig(s.AWSConfig), s.Table); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(progress, "  %s; state table %s created\n", s.AWS.URL, s.Table)
+	// The template always gives the function an escrow key (docs/design.md §4); so does this.
+	key, err := kms.NewFromConfig(s.AWSConfig).CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String("token-refresher escrow (local)")})
+	if err != nil {
+		return nil, fmt.Errorf("localrun: create the escrow key: %w", err)
+	}
+	s.EscrowKey = aws.ToString(key.KeyMetadata.Arn)
+	fmt.Fprintf(progress, "  %s; state table %s and escrow key created\n", s.AWS.URL, s.Table)
 
 	fmt.Fprintln(progress, "▶ starting the seed-provider simulators (Sahamati, vault.ist, rotating OAuth)…")
 	s.Sahamati = providersim.NewSahamati(providersim.SahamatiOptions{EntityID: SahamatiEntityID, Secret: SahamatiEntitySecret})
@@ -148,7 +156,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.Function, err = rie.Start(ctx, rie.Options{
 		RIE:       emu,
 		Bootstrap: boot,
-		Env:       append(append(s.AWS.Env(), FunctionEnv(s.Table, s.Prefix)...), o.Env...),
+		Env:       append(append(s.AWS.Env(), FunctionEnv(s.Table, s.Prefix, s.EscrowKey)...), o.Env...),
 		Timeout:   o.Timeout,
 		Addr:      o.RIEAddr,
 		Stdout:    o.FunctionLog,
@@ -165,7 +173,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 // FunctionEnv is the function's environment as template.yaml sets it with its default
 // parameters (TestFunctionEnvMatchesTemplate keeps the two in step): the Variables, and what
 // Lambda derives from the function's MemorySize and LoggingConfig.
-func FunctionEnv(table, prefix string) []string {
+func FunctionEnv(table, prefix, escrowKey string) []string {
 	return []string{
 		"STATE_TABLE=" + table,
 		"SECRET_PREFIX=" + prefix,
@@ -174,6 +182,7 @@ func FunctionEnv(table, prefix string) []string {
 		"CONCURRENCY=8",
 		"EVENT_BUS_NAME=default",
 		"KMS_KEY_ID=", // no customer-managed key by default
+		"ESCROW_KEY_ID=" + escrowKey,
 		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256",
 		"AWS_LAMBDA_LOG_FORMAT=JSON",
 		"AWS_LAMBDA_LOG_LEVEL=INFO",

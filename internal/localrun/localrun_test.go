@@ -95,6 +95,7 @@ func TestStack(t *testing.T) {
 // TestFunctionEnvMatchesTemplate: FunctionEnv is template.yaml's function environment with
 // the parameters' defaults, its MemorySize, LoggingConfig and Timeout.
 func TestFunctionEnvMatchesTemplate(t *testing.T) {
+	const localEscrowKey = "arn:aws:kms:us-east-1:123456789012:key/local"
 	raw, err := os.ReadFile("../../template.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +107,22 @@ func TestFunctionEnvMatchesTemplate(t *testing.T) {
 		case strings.HasPrefix(v, "!Ref "):
 			param := yamlBlock(t, tpl, "  "+strings.TrimPrefix(v, "!Ref ")+":")
 			want[k] = param["Default"]
+		case k == "ESCROW_KEY_ID":
+			// The stack creates the key by default; the local stack creates one in moto.
+			if !strings.HasPrefix(v, "!If [CreateEscrowKey, !GetAtt EscrowKey.Arn") {
+				t.Errorf("ESCROW_KEY_ID: got %q in template.yaml, want the created key by default", v)
+			}
+			want[k] = localEscrowKey
+		case strings.HasPrefix(v, "!FindInMap [Schedule,"):
+			// rate(12 hours) → the Schedule mapping's row 12hours.
+			expr := yamlBlock(t, tpl, "  ScheduleExpression:")["Default"]
+			n, unit, _ := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(expr, "rate("), ")"), " ")
+			row := yamlBlock(t, tpl, "  Schedule:")[n+unit]
+			iv, _, _ := strings.Cut(strings.TrimPrefix(row, "{ Interval: "), ",")
+			if iv == "" || iv == row {
+				t.Fatalf("Schedule mapping: no row %s%s for %s", n, unit, expr)
+			}
+			want[k] = iv
 		case strings.HasPrefix(v, "!If"):
 			want[k] = "" // conditions are off with the default parameters
 		default:
@@ -118,7 +135,7 @@ func TestFunctionEnvMatchesTemplate(t *testing.T) {
 	want["AWS_LAMBDA_LOG_LEVEL"] = yamlValue(t, tpl, "        ApplicationLogLevel:")
 
 	got := map[string]string{}
-	for _, kv := range FunctionEnv(DefaultTable, DefaultPrefix) {
+	for _, kv := range FunctionEnv(DefaultTable, DefaultPrefix, localEscrowKey) {
 		k, v, _ := strings.Cut(kv, "=")
 		got[k] = v
 	}

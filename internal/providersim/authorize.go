@@ -145,7 +145,7 @@ func (p *Rotating) exchange(form url.Values) response {
 		return invalidGrant("The authorization code is invalid").response()
 	case c.used:
 		if c.family != nil {
-			c.family.revoked = true
+			c.family.revoked, c.family.revokedAt = true, now
 			c.family.live = ""
 		}
 		return invalidGrant("The authorization code has already been used").response()
@@ -157,14 +157,14 @@ func (p *Rotating) exchange(form url.Values) response {
 		return invalidGrant("The code_verifier does not match the code_challenge").response()
 	}
 	c.used = true
-	f := &rotFamily{scope: c.scope}
-	c.family = f
 	p.families++
+	f := &rotFamily{id: p.families, scope: c.scope}
+	c.family = f
 	rt := ""
 	if strings.Contains(" "+c.scope+" ", " offline_access ") {
 		// Without offline_access there is no refresh token (the seed).
 		rt = p.newToken("rot_rt_")
-		p.refresh[rt] = &rotRefresh{family: f, expires: now.Add(p.refreshTTL)}
+		p.addRefresh(rt, f, now)
 		f.live = rt
 	}
 	return p.issue(now, f, rt, c.scope)

@@ -22,10 +22,12 @@ type RotatingOptions struct {
 	// long of its use, answers again with a new access token and the same
 	// successor. 0 is strict single use.
 	ReuseGrace time.Duration
-	// ReuseDetection: presenting a used refresh token past the grace revokes the
-	// whole family (RFC 9700 §4.14.2).
-	ReuseDetection bool
-	Now            func() time.Time
+	// ForgiveReuse turns reuse detection off: a used refresh token presented past
+	// the grace is merely rejected and the family lives on. By default (false) it
+	// revokes the whole family, as RFC 9700 §4.14.2 and real providers do, so a
+	// re-spend cannot go unnoticed; a test that needs the forgiving mode says so.
+	ForgiveReuse bool
+	Now          func() time.Time
 }
 
 // Rotating simulates an OAuth 2.0 provider with single-use, rotating refresh
@@ -46,20 +48,26 @@ type Rotating struct {
 	access     map[string]*rotAccess
 	codes      map[string]*rotCode
 	families   int
+	unknown    []Presentation // presentations of tokens never issued here
+	tokens     []string       // every refresh token, in issue order (the audit)
 }
 
 type rotFamily struct {
-	scope   string // originally granted
-	live    string
-	revoked bool
+	id        int
+	scope     string // originally granted
+	live      string
+	revoked   bool
+	revokedAt time.Time
 }
 
 type rotRefresh struct {
 	family    *rotFamily
+	issuedAt  time.Time
 	expires   time.Time
 	used      bool
 	usedAt    time.Time
 	successor string
+	presented []Presentation
 }
 
 type rotAccess struct {
@@ -74,7 +82,7 @@ func NewRotating(o RotatingOptions) *Rotating {
 		accessTTL:   o.AccessTTL,
 		refreshTTL:  o.RefreshTTL,
 		grace:       max(o.ReuseGrace, 0),
-		detect:      o.ReuseDetection,
+		detect:      !o.ForgiveReuse,
 		refresh:     make(map[string]*rotRefresh),
 		access:      make(map[string]*rotAccess),
 		codes:       make(map[string]*rotCode),
@@ -101,9 +109,9 @@ func (p *Rotating) Seed(scope string) string {
 	rt := p.newToken("rot_rt_")
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	f := &rotFamily{scope: scope, live: rt}
-	p.refresh[rt] = &rotRefresh{family: f, expires: now.Add(p.refreshTTL)}
 	p.families++
+	f := &rotFamily{id: p.families, scope: scope, live: rt}
+	p.addRefresh(rt, f, now)
 	return rt
 }
 
@@ -172,43 +180,62 @@ func (p *Rotating) handle(r *http.Request) response {
 	defer p.mu.Unlock()
 	t := p.refresh[presented]
 	if t == nil {
+		p.unknown = append(p.unknown, Presentation{At: now, Result: PresentUnknown})
 		return invalidGrant("The refresh token is invalid").response()
 	}
+	// Every presentation is counted, whatever the answer, before anything changes.
+	pr := Presentation{At: now, Spent: t.used}
+	defer func() { t.presented = append(t.presented, pr) }()
 	f := t.family
+	if t.used {
+		pr.InGrace = !f.revoked && p.grace > 0 && t.successor == f.live && !now.After(t.usedAt.Add(p.grace))
+	}
 	if f.revoked {
+		pr.Result = PresentRevoked
 		return invalidGrant("The refresh token has been revoked").response()
 	}
 	if t.used {
-		inGrace := p.grace > 0 && t.successor == f.live && !now.After(t.usedAt.Add(p.grace))
-		if !inGrace {
+		if !pr.InGrace {
+			pr.Result = PresentReused
 			if p.detect {
 				// RFC 9700 §4.14.2: the server cannot tell the legitimate client
 				// from an attacker, so the whole family goes.
-				f.revoked = true
+				f.revoked, f.revokedAt = true, now
 				f.live = ""
 			}
 			return invalidGrant("The refresh token has already been used").response()
 		}
 		scope, oerr := grantScope(form.Get("scope"), f.scope)
 		if oerr != nil {
+			pr.Result = PresentRefused
 			return oerr.response()
 		}
+		pr.Result = PresentGrace
 		return p.issue(now, f, t.successor, scope)
 	}
 	if !now.Before(t.expires) {
+		pr.Result = PresentExpired
 		return invalidGrant("The refresh token has expired").response()
 	}
 	scope, oerr := grantScope(form.Get("scope"), f.scope)
 	if oerr != nil {
+		pr.Result = PresentRefused
 		return oerr.response()
 	}
 	next := p.newToken("rot_rt_")
 	// The successor keeps the original grant (RFC 6749 §6), whatever subset
 	// this request asked for.
-	p.refresh[next] = &rotRefresh{family: f, expires: now.Add(p.refreshTTL)}
+	p.addRefresh(next, f, now)
 	t.used, t.usedAt, t.successor = true, now, next
 	f.live = next
+	pr.Result = PresentRotated
 	return p.issue(now, f, next, scope)
+}
+
+// addRefresh records a new refresh token of family f; p.mu is held.
+func (p *Rotating) addRefresh(rt string, f *rotFamily, now time.Time) {
+	p.refresh[rt] = &rotRefresh{family: f, issuedAt: now, expires: now.Add(p.refreshTTL)}
+	p.tokens = append(p.tokens, rt)
 }
 
 // issue answers with a new access token and refreshToken; p.mu is held.

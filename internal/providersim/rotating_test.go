@@ -2,6 +2,7 @@ package providersim
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -73,7 +74,9 @@ func wantOAuthSuccess(t *testing.T, r reply, expiresIn float64) {
 
 func TestRotatingSingleUse(t *testing.T) {
 	clock := NewClock(t0)
-	p := newTestRotating(t, clock, nil)
+	// Forgiving mode, explicitly: this test checks that a rejected reuse alone
+	// leaves the successor usable (TestRotatingReuseDetectionRevokesFamily covers the default).
+	p := newTestRotating(t, clock, func(o *RotatingOptions) { o.ForgiveReuse = true })
 	if !strings.HasSuffix(p.URL(), "/oauth2/token") {
 		t.Fatalf("URL: got %q", p.URL())
 	}
@@ -113,7 +116,9 @@ func TestRotatingSingleUse(t *testing.T) {
 
 func TestRotatingReuseGrace(t *testing.T) {
 	clock := NewClock(t0)
-	p := newTestRotating(t, clock, func(o *RotatingOptions) { o.ReuseGrace = time.Minute })
+	// Forgiving mode, explicitly: the grace's edges are checked by reusing past it
+	// and then carrying on with the chain.
+	p := newTestRotating(t, clock, func(o *RotatingOptions) { o.ReuseGrace = time.Minute; o.ForgiveReuse = true })
 	seed := p.Seed(acmeScope)
 
 	first := refreshRotating(t, p, seed)
@@ -152,7 +157,7 @@ func TestRotatingReuseGrace(t *testing.T) {
 
 func TestRotatingReuseDetectionRevokesFamily(t *testing.T) {
 	clock := NewClock(t0)
-	p := newTestRotating(t, clock, func(o *RotatingOptions) { o.ReuseGrace = 10 * time.Second; o.ReuseDetection = true })
+	p := newTestRotating(t, clock, func(o *RotatingOptions) { o.ReuseGrace = 10 * time.Second })
 	seed := p.Seed(acmeScope)
 	other := p.Seed("offline_access fund.read target:b/other")
 
@@ -173,6 +178,25 @@ func TestRotatingReuseDetectionRevokesFamily(t *testing.T) {
 	wantOAuthError(t, refreshRotating(t, p, rt1), http.StatusBadRequest, "invalid_grant")
 	if p.Valid(at) {
 		t.Errorf("Valid(access token of revoked family): got true, want false")
+	}
+	// The audit: the seed was presented three times (rotated, in grace, re-spent),
+	// rt1 once after the revocation, which is no re-spend of rt1.
+	var got []string
+	for _, pr := range p.Presentations(seed) {
+		got = append(got, fmt.Sprintf("%s/spent=%v/grace=%v", pr.Result, pr.Spent, pr.InGrace))
+	}
+	want := []string{"rotated/spent=false/grace=false", "grace/spent=true/grace=true", "reused/spent=true/grace=false"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Presentations(seed): got %v, want %v", got, want)
+	}
+	if a, ok := p.AuditOf(rt1); !ok || len(a.Presentations) != 1 || a.Presentations[0].Result != PresentRevoked || a.Respent() != 0 || !a.Revoked || a.Live {
+		t.Errorf("AuditOf(rt1): got %+v (ok %v), want one presentation answered revoked, no re-spend, revoked, not live", a.Presentations, ok)
+	}
+	if rs := p.Respent(); len(rs) != 1 || rs[0].Token != seed || rs[0].Respent() != 1 {
+		t.Errorf("Respent: got %d tokens, want the seed once", len(rs))
+	}
+	if f, ok := p.Family(seed); !ok || !f.Revoked || !f.RevokedAt.Equal(clock.Now()) {
+		t.Errorf("Family(seed): got %+v, want revoked now", f)
 	}
 	// Other businesses are untouched.
 	if p.Live(other) != other {
@@ -368,8 +392,20 @@ func TestRotatingConcurrentRefreshOneWinner(t *testing.T) {
 			if wins != tc.wins {
 				t.Fatalf("successes: got %d, want %d", wins, tc.wins)
 			}
-			if len(successors) != 1 || !successors[p.Live(seed)] {
-				t.Errorf("successors: got %d distinct, want 1, the live token", len(successors))
+			// Strict (the default, reuse detection on): the 99 late presentations are
+			// re-spends and the first of them revokes the family; in grace they are retries.
+			wantLive, wantRespent := p.Live(seed), 0
+			if tc.grace == 0 {
+				wantLive, wantRespent = "", n-1
+				if f, _ := p.Family(seed); !f.Revoked {
+					t.Errorf("family after %d re-spends: got not revoked, want revoked", n-1)
+				}
+			}
+			if len(successors) != 1 || p.Live(seed) != wantLive || (wantLive != "" && !successors[wantLive]) {
+				t.Errorf("successors: got %d distinct (live %v), want 1 and the family live only with a grace", len(successors), p.Live(seed) != "")
+			}
+			if a, _ := p.AuditOf(seed); len(a.Presentations) != n || a.Respent() != wantRespent {
+				t.Errorf("audit of the seed: got %d presentations, %d re-spent, want %d and %d", len(a.Presentations), a.Respent(), n, wantRespent)
 			}
 			if p.Requests() != n || p.Count(http.StatusOK) != tc.wins || p.Count(http.StatusBadRequest) != n-tc.wins {
 				t.Errorf("audit: got %d requests, %d×200, %d×400", p.Requests(), p.Count(200), p.Count(400))

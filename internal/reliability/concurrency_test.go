@@ -33,9 +33,7 @@ func concRotating(t *testing.T, grace time.Duration) (sim *providersim.Rotating,
 	t.Helper()
 	clientID, clientSecret = "app-"+randID(), "cs-"+randID()+randID()
 	registerSecrets(clientSecret)
-	sim = providersim.NewRotating(providersim.RotatingOptions{ClientID: clientID, ClientSecret: clientSecret, ReuseGrace: grace})
-	t.Cleanup(sim.Close)
-	registerIssuer(sim)
+	sim = newRotating(t, providersim.RotatingOptions{ClientID: clientID, ClientSecret: clientSecret, ReuseGrace: grace})
 	return sim, clientID, clientSecret
 }
 

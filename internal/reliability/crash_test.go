@@ -33,9 +33,7 @@ func crashProvider(t *testing.T, grace time.Duration) (*providersim.Rotating, st
 	t.Helper()
 	cs := "cs-" + randID()
 	registerSecrets(cs)
-	sim := providersim.NewRotating(providersim.RotatingOptions{ClientID: "app", ClientSecret: cs, ReuseGrace: grace})
-	t.Cleanup(sim.Close)
-	registerIssuer(sim)
+	sim := newRotating(t, providersim.RotatingOptions{ClientID: "app", ClientSecret: cs, ReuseGrace: grace})
 	return sim, cs
 }
 

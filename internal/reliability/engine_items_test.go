@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,12 +57,16 @@ func run(t *testing.T, eng *refresher.Engine, req refresher.Request) refresher.R
 
 func runCtx(t *testing.T, ctx context.Context, eng *refresher.Engine, req refresher.Request) refresher.Row {
 	t.Helper()
-	rep, _ := eng.Run(ctx, req)
+	rep, _ := runEngine(ctx, eng, req)
 	if rep == nil || len(rep.Tokens) != 1 {
 		t.Fatalf("run %+v: report %+v", req, rep)
 	}
 	b, _ := json.Marshal(rep)
-	_, _ = suiteWriter{}.Write(append(b, '\n'))
+	w := io.Writer(suiteWriter{})
+	if v, ok := engines.Load(eng); ok {
+		w = v.(engineOf).env.output()
+	}
+	_, _ = w.Write(append(b, '\n'))
 	return rep.Tokens[0]
 }
 
@@ -350,20 +355,18 @@ func TestAWSCallsPerToken(t *testing.T) {
 	clock := providersim.NewClock(time.Now())
 	cs := "cs-" + randID()
 	registerSecrets(cs)
-	sim := providersim.NewRotating(providersim.RotatingOptions{ClientID: "app", ClientSecret: cs, AccessTTL: time.Hour, Now: clock.Now})
-	t.Cleanup(sim.Close)
-	registerIssuer(sim)
+	sim := newRotating(t, providersim.RotatingOptions{ClientID: "app", ClientSecret: cs, AccessTTL: time.Hour, Now: clock.Now})
 	eng := e.engine(clock.Now, nil)
 	const n = 10
 	for i := 0; i < n; i++ {
 		e.seed(fmt.Sprintf("t%02d", i), rotatingDocMargin(sim.URL(), "app", cs, sim.Seed(""), ""))
 	}
-	if rep, err := eng.Run(context.Background(), refresher.Request{}); err != nil || rep.Summary[refresher.OutcomeRefreshed] != n {
+	if rep, err := runEngine(context.Background(), eng, refresher.Request{}); err != nil || rep.Summary[refresher.OutcomeRefreshed] != n {
 		t.Fatalf("first reconcile: %v %v", rep, err)
 	}
 	count := func(req refresher.Request) (map[string]int, *refresher.Report) {
 		before := len(e.proxy.Events())
-		rep, err := eng.Run(context.Background(), req)
+		rep, err := runEngine(context.Background(), eng, req)
 		if err != nil {
 			t.Fatalf("%+v: %v", req, err)
 		}
@@ -426,7 +429,7 @@ func TestSecretsManagerThrottleDoesNotStopRun(t *testing.T) {
 	remove := e.proxy.Add(faultproxy.Rule{Op: "secretsmanager.PutSecretValue", Match: bodyContains(persistStage), Times: 6, Error: faultproxy.ThrottlingError(faultproxy.SecretsManager)})
 	defer remove()
 	calls := sim.Requests()
-	rep, err := eng.Run(context.Background(), refresher.Request{})
+	rep, err := runEngine(context.Background(), eng, refresher.Request{})
 	if err != nil {
 		t.Fatalf("run: %v; want no error", err)
 	}
@@ -463,7 +466,7 @@ func TestFailedPublishRepairedBySweep(t *testing.T) {
 	if sim.Requests() != calls {
 		t.Errorf("the repair made %d provider calls, want 0", sim.Requests()-calls)
 	}
-	rep, err := eng.Run(context.Background(), refresher.Request{Sweep: true})
+	rep, err := runEngine(context.Background(), eng, refresher.Request{Sweep: true})
 	if err != nil || len(rep.Tokens) != 0 {
 		t.Errorf("a second sweep: %v %v, want the token out of the index until it is due", rep, err)
 	}

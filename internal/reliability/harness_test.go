@@ -8,8 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,8 +23,10 @@ import (
 	"github.com/seed-502fa48b/token-refresher/internal/awsemu"
 	"github.com/seed-502fa48b/token-refresher/internal/bootstrapbin"
 	"github.com/seed-502fa48b/token-refresher/internal/faultproxy"
+	"github.com/seed-502fa48b/token-refresher/internal/invariant"
 	"github.com/seed-502fa48b/token-refresher/internal/lambdaemu"
 	"github.com/seed-502fa48b/token-refresher/internal/leakscan"
+	"github.com/seed-502fa48b/token-refresher/internal/providersim"
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/refresher"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
@@ -77,6 +81,159 @@ type env struct {
 	ddb    *dynamodb.Client
 	store  *secretstore.Store
 	ledger *ledger.Ledger
+
+	// What the invariants (issue 17) are checked against after the test.
+	runs     *invariant.Runs
+	out      lockedBuffer // this env's logs, metrics, reports and errors
+	injected bool         // an engine ran on an injected clock, not the wall's
+	waive    map[invariant.ID]string
+}
+
+// lockedBuffer is an io.Writer safe for concurrent use.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	b.buf = append(b.buf, p...)
+	b.mu.Unlock()
+	return len(p), nil
+}
+
+func (b *lockedBuffer) bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]byte(nil), b.buf...)
+}
+
+// output writes to the suite-wide scan and to this env's own capture.
+func (e *env) output() io.Writer { return io.MultiWriter(suiteWriter{}, &e.out) }
+
+// Every rotating simulator a test starts, with the test's name: an env checks I1 and I2
+// against the simulators of its own test (its parents' and subtests' included).
+var rotatings struct {
+	mu   sync.Mutex
+	list []trackedRotating
+}
+
+type trackedRotating struct {
+	test string
+	sim  *providersim.Rotating
+}
+
+// newRotating starts a rotating simulator (strict: reuse detection on unless o says
+// ForgiveReuse), closes it after the test and registers it for the leak scan and the
+// invariants.
+func newRotating(t *testing.T, o providersim.RotatingOptions) *providersim.Rotating {
+	t.Helper()
+	if why, ok := knownRespend(t.Name()); ok && !strictKnown() {
+		o.ForgiveReuse = true
+		t.Logf("simulator forgives reuse until the engine is fixed (TR_SEQ=1 runs it strict): %s", why)
+	}
+	sim := providersim.NewRotating(o)
+	t.Cleanup(sim.Close)
+	registerIssuer(sim)
+	rotatings.mu.Lock()
+	rotatings.list = append(rotatings.list, trackedRotating{t.Name(), sim})
+	rotatings.mu.Unlock()
+	return sim
+}
+
+func related(a, b string) bool {
+	return a == b || strings.HasPrefix(a, b+"/") || strings.HasPrefix(b, a+"/")
+}
+
+func (e *env) rotatings() []*providersim.Rotating {
+	rotatings.mu.Lock()
+	defer rotatings.mu.Unlock()
+	var out []*providersim.Rotating
+	for _, r := range rotatings.list {
+		if related(r.test, e.t.Name()) {
+			out = append(out, r.sim)
+		}
+	}
+	return out
+}
+
+// knownRespends are the existing tests that re-spend (or lose) a refresh token on today's
+// engine once the simulator is strict (issue 17). Until the engine is fixed their simulators
+// forgive reuse and I1/I2 are waived for them, so the suite stays green; TR_SEQ=1 runs them
+// strict with every invariant, as the TestSeq tests run.
+var knownRespends = map[string]string{
+	"TestRecoveryReadFaultKeepsInflight":                        "issue 17 sequence 1: a failed read of the saved version is taken as absence and the spent refresh token is presented again",
+	"TestStaleHolder":                                           "issue 17 sequence 3: a holder past its lease still calls the provider; a recovery with no grace presents the spent token",
+	"TestCrashMatrix/provider_answered,_not_persisted/grace=0s": "recovery with no reuse grace presents the spent refresh token (the chain is revoked instead of marked needs_reauth without a call)",
+	"TestLostProviderResponse/grace=0s":                         "recovery with no reuse grace presents the spent refresh token (the chain is revoked instead of marked needs_reauth without a call)",
+	"TestLeaseRenewal/renewal_refused:_no_write_after":          "issue 17 sequence 6: the rotated refresh token exists only in the process that lost its lease (no escrow)",
+}
+
+func knownRespend(test string) (string, bool) {
+	for k, why := range knownRespends {
+		if related(k, test) {
+			return why, true
+		}
+	}
+	return "", false
+}
+
+// strictKnown: TR_SEQ=1 runs the known re-spending tests strict, with every invariant.
+func strictKnown() bool { return os.Getenv("TR_SEQ") != "" }
+
+// waiveInvariant turns one invariant off for this env, for a test that breaks it on purpose.
+func (e *env) waiveInvariant(id invariant.ID, why string) {
+	if e.waive == nil {
+		e.waive = map[invariant.ID]string{}
+	}
+	e.waive[id] = why
+}
+
+// checkInvariants asserts I1–I5 (internal/invariant) over everything this env saw.
+func (e *env) checkInvariants() {
+	e.t.Helper()
+	if why, ok := knownRespend(e.t.Name()); ok && !strictKnown() {
+		e.waiveInvariant(invariant.NoRespend, why)
+		e.waiveInvariant(invariant.CommittedLive, why)
+	}
+	invariant.Check(e.t, invariant.Input{
+		Providers: e.rotatings(),
+		Ledger:    e.ledger,
+		Store:     e.store,
+		Prefix:    e.prefix,
+		Runs:      e.runs,
+		Output:    e.out.bytes(),
+		Wall:      !e.injected,
+		Waive:     e.waive,
+	})
+}
+
+// The env and clock each engine and emulator belongs to, so runs are observed wherever
+// a test starts them.
+var (
+	engines  sync.Map // *refresher.Engine → engineOf
+	emulator sync.Map // *lambdaemu.Emulator → *env
+)
+
+type engineOf struct {
+	env *env
+	now func() time.Time
+}
+
+// runEngine runs eng once, observed for the invariants.
+func runEngine(ctx context.Context, eng *refresher.Engine, req refresher.Request) (*refresher.Report, error) {
+	v, ok := engines.Load(eng)
+	if !ok {
+		return eng.Run(ctx, req)
+	}
+	o := v.(engineOf)
+	run := o.env.runs.BeginAt(o.now())
+	rep, err := eng.Run(ctx, req)
+	run.End(rep)
+	if err != nil {
+		_, _ = o.env.out.Write([]byte(err.Error() + "\n"))
+	}
+	return rep, err
 }
 
 func newEnv(t *testing.T) *env {
@@ -96,6 +253,8 @@ func newEnv(t *testing.T) *env {
 	}
 	e.store = secretstore.New(e.sm)
 	e.ledger = ledger.New(e.ddb, ledger.Options{Table: e.table})
+	e.runs = invariant.NewRuns(e.ledger, e.store, e.prefix, nil)
+	t.Cleanup(e.checkInvariants)
 	return e
 }
 
@@ -127,33 +286,41 @@ func (e *env) function(timeout time.Duration, extra ...string) *lambdaemu.Emulat
 		Binary:  bin,
 		Env:     e.functionEnv(extra...),
 		Timeout: timeout,
-		Stdout:  suiteWriter{},
-		Stderr:  suiteWriter{},
+		Stdout:  e.output(),
+		Stderr:  e.output(),
 	})
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { _ = emu.Close() })
+	emulator.Store(emu, e)
 	return emu
 }
 
 // invoke runs one event and decodes the report; a function error is returned as err with
 // the report nil (Lambda drops the payload on error).
-func invoke(ctx context.Context, emu *lambdaemu.Emulator, event string) (*refresher.Report, error) {
+func invoke(ctx context.Context, emu *lambdaemu.Emulator, event string) (rep *refresher.Report, err error) {
+	w := io.Writer(suiteWriter{})
+	if v, ok := emulator.Load(emu); ok {
+		e := v.(*env)
+		w = e.output()
+		run := e.runs.BeginAt(time.Now())
+		defer func() { run.End(rep) }()
+	}
 	res, err := emu.Invoke(ctx, []byte(event))
 	if err != nil {
 		return nil, err
 	}
 	if res.Err != nil {
-		_, _ = suiteWriter{}.Write([]byte(res.Err.Message + "\n"))
+		_, _ = w.Write([]byte(res.Err.Message + "\n"))
 		return nil, res.Err
 	}
-	_, _ = suiteWriter{}.Write(append(res.Payload, '\n'))
-	var rep refresher.Report
-	if err := json.Unmarshal(res.Payload, &rep); err != nil {
+	_, _ = w.Write(append(res.Payload, '\n'))
+	var r refresher.Report
+	if err := json.Unmarshal(res.Payload, &r); err != nil {
 		return nil, err
 	}
-	return &rep, nil
+	return &r, nil
 }
 
 func outcomeOf(rep *refresher.Report, name string) string {
@@ -183,8 +350,8 @@ func (e *env) engine(now func() time.Time, tune func(*refresher.Options)) *refre
 		Backoff:         20 * time.Millisecond,
 		PersistBudget:   2 * time.Second,
 		ClockSkew:       500 * time.Millisecond,
-		Logger:          slog.New(slog.NewJSONHandler(logSink(), nil)),
-		Metrics:         suiteWriter{},
+		Logger:          slog.New(slog.NewJSONHandler(e.logSink(), nil)),
+		Metrics:         e.output(),
 		Now:             now,
 	}
 	if tune != nil {
@@ -194,14 +361,21 @@ func (e *env) engine(now func() time.Time, tune func(*refresher.Options)) *refre
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if reflect.ValueOf(opts.Now).Pointer() != reflect.ValueOf(time.Now).Pointer() {
+		e.injected = true
+	}
+	engines.Store(eng, engineOf{e, opts.Now})
 	return eng
 }
 
-func logSink() io.Writer {
+func (e *env) logSink() io.Writer {
 	if os.Getenv("TR_DEBUG") != "" {
-		return io.MultiWriter(suiteWriter{}, os.Stderr)
+		return io.MultiWriter(e.output(), os.Stderr)
 	}
-	return suiteWriter{}
+	return e.output()
 }
 
 func (e *env) seed(name string, doc map[string]any) string {

@@ -170,7 +170,7 @@ func TestCreateGet(t *testing.T) {
 		"published_generation": "N", "status": "S", "status_reason": "S", "expires_at": "S",
 		"next_due_at": "S", "lease_holder": "S", "lease_until": "N", "inflight": "M",
 		"consecutive_failures": "N", "last_error": "S",
-		"due_shard": "S", "due_at": "N", // the sweep index (contract 1)
+		"due_shard": "S", "due_at": "N", // the sweep index (docs/design.md §2)
 	}
 	for attr, typ := range wantTypes {
 		if got := avType(item[attr]); got != typ {

@@ -2,8 +2,8 @@
 // versions by id, writes new versions (under a private staging label, or as
 // AWSCURRENT in the same write), moves AWSCURRENT only when it is where the
 // caller expects it, and publishes the consumers' access secret. Writes can be
-// paced below the account's write quota (Options.WritesPerSecond). Values travel as token.Secret, so none of them can
-// reach an error string.
+// paced below the account's write quota (Options.WritesPerSecond). Values
+// travel as token.Secret, so none of them can reach an error string.
 package secretstore
 
 import (

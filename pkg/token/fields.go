@@ -78,6 +78,7 @@ var fieldTable = []Field{
 	{SectionTop, "version_id", KindString, allGrants},
 	{SectionTop, "base_version_id", KindString, allGrants},
 	{SectionTop, "seen_refresh_tokens", KindStrings, allGrants},
+	{SectionTop, "authorized_at", KindTime, allGrants},
 
 	{SectionProvider, "grant", KindString, allGrants},
 	{SectionProvider, "body", KindString, oauthGrants},

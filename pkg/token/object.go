@@ -162,6 +162,12 @@ func (f fields) time(k string, t time.Time) {
 	}
 }
 
+func (f fields) timeNano(k string, t time.Time) {
+	if !t.IsZero() {
+		f[k] = t.UTC().Format(time.RFC3339Nano)
+	}
+}
+
 func (f fields) duration(k string, d time.Duration) {
 	if d != 0 {
 		f[k] = d.String()

@@ -41,6 +41,12 @@ type Private struct {
 	// held, oldest first: an operator edit carrying one of them is a stale copy and must not
 	// replace the live refresh token (docs/design.md §2).
 	SeenRefreshTokens []string
+	// AuthorizedAt is when a person last authorised this token's refresh token (tokenctl
+	// authorize, tokenctl seed --replace-refresh-token, or an operator's edit). The
+	// refresher keeps it on every rewrite, so a copy of any earlier version carries a value
+	// no later than the committed one: only a later AuthorizedAt marks a document as a new
+	// authorisation (NewAuthorizationOver, docs/design.md §2). Zero means never marked.
+	AuthorizedAt time.Time
 
 	extra map[string]json.RawMessage
 }
@@ -93,6 +99,7 @@ func ParsePrivate(raw []byte) (*Private, error) {
 	p.VersionID = top.str("version_id")
 	p.BaseVersionID = top.str("base_version_id")
 	p.SeenRefreshTokens = top.strings("seen_refresh_tokens")
+	p.AuthorizedAt = top.time("authorized_at")
 	p.extra = top.rest
 	for _, o := range []*object{top, prov, pol} {
 		if o.err != nil {
@@ -103,6 +110,18 @@ func ParsePrivate(raw []byte) (*Private, error) {
 		p.Status = StatusActive
 	}
 	return p, nil
+}
+
+// NewAuthorizationOver reports whether p is a new authorisation relative to the committed
+// document: its AuthorizedAt is strictly later (an absent one is the zero time). Every
+// document the refresher writes keeps AuthorizedAt, so a copy of an older version or a
+// replayed onboarding file is never a new authorisation, however many rotations ago it was
+// taken. A nil committed document (nothing committed yet) is always superseded.
+func (p *Private) NewAuthorizationOver(committed *Private) bool {
+	if committed == nil {
+		return true
+	}
+	return p.AuthorizedAt.After(committed.AuthorizedAt)
 }
 
 // RefreshTokenWarning is how long before a refresh token's stated expiry the token is
@@ -179,6 +198,8 @@ func (p *Private) Marshal() ([]byte, error) {
 	if len(p.SeenRefreshTokens) > 0 {
 		top["seen_refresh_tokens"] = p.SeenRefreshTokens
 	}
+	// Full precision: two authorisations within one second must still be ordered.
+	top.timeNano("authorized_at", p.AuthorizedAt)
 	return json.Marshal(withExtra(top, p.extra))
 }
 

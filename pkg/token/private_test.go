@@ -219,6 +219,10 @@ func TestParsePrivateTypeErrors(t *testing.T) {
 		{"refresh_expires_at no zone", `{"refresh_expires_at":"2026-12-20T00:00:00"}`, "refresh_expires_at: want an RFC 3339 time like 2027-01-20T00:00:00Z", []string{"2026-12-20T00:00:00"}},
 		{"status number", `{"status":1}`, "status: want a string, got a number", nil},
 		{"scope array", `{"scope":["fund.read-scope-value"]}`, "scope: want a string, got an array", []string{"fund.read-scope-value"}},
+		{"authorized_at number", `{"authorized_at":1764975600}`, "authorized_at: want a string, got a number", []string{"1764975600"}},
+		{"authorized_at object", `{"authorized_at":{"at":"2026-12-05T00:00:00Z"}}`, "authorized_at: want a string, got an object", nil},
+		{"authorized_at bad time", `{"authorized_at":"yesterday-afternoon"}`, "authorized_at: want an RFC 3339 time like 2027-01-20T00:00:00Z", []string{"yesterday-afternoon"}},
+		{"authorized_at no zone", `{"authorized_at":"2026-12-05T10:00:00"}`, "authorized_at: want an RFC 3339 time like 2027-01-20T00:00:00Z", []string{"2026-12-05T10:00:00"}},
 		// Secrets elsewhere in the document never reach the message either.
 		{"secrets beside the bad field", `{"refresh_token":"rt-beside-the-error-1","provider":{"client_secret":"cs-beside-the-error-2"},"generation":"x"}`,
 			"generation: want a whole number, got a string", []string{"rt-beside-the-error-1", "cs-beside-the-error-2"}},
@@ -388,6 +392,7 @@ func sameDoc(a, b *token.Private) bool {
 		x.RefreshToken == y.RefreshToken && x.RefreshExpiresAt.Equal(y.RefreshExpiresAt) &&
 		x.AccessToken == y.AccessToken && x.TokenType == y.TokenType && x.ExpiresAt.Equal(y.ExpiresAt) &&
 		x.Scope == y.Scope && x.Generation == y.Generation && x.Status == y.Status && x.StatusReason == y.StatusReason &&
+		x.AuthorizedAt.Equal(y.AuthorizedAt) &&
 		reflect.DeepEqual(x.Extra(), y.Extra())
 }
 
