@@ -15,6 +15,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
@@ -41,6 +42,10 @@ func main() {
 	}
 	lambda.Start(engine.Handle)
 }
+
+// defaultWriteRate is WRITE_RATE's default, in Secrets Manager writes per second: below the
+// account's 50/s per region, leaving room for its other writers (docs/design.md §10).
+const defaultWriteRate = 40
 
 func setup(logger *slog.Logger) (*refresher.Engine, error) {
 	env := envReader{}
@@ -70,6 +75,7 @@ func setup(logger *slog.Logger) (*refresher.Engine, error) {
 			ForceAttemptHTTP2:   true,
 		}},
 	}
+	writeRate := env.rate("WRITE_RATE", defaultWriteRate)
 	if env.err != nil {
 		return nil, env.err
 	}
@@ -78,7 +84,12 @@ func setup(logger *slog.Logger) (*refresher.Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aws config: %w", err)
 	}
-	opts.Secrets = secretstore.NewWithOptions(secretsmanager.NewFromConfig(cfg), secretstore.Options{KMSKeyID: env.str("KMS_KEY_ID")})
+	// One paced Store for every worker: the limiter keeps the run under WRITE_RATE, and the
+	// SDK's adaptive retry slows down on what Secrets Manager still throttles.
+	sm := secretsmanager.NewFromConfig(cfg, func(o *secretsmanager.Options) {
+		o.Retryer = retry.NewAdaptiveMode()
+	})
+	opts.Secrets = secretstore.NewWithOptions(sm, secretstore.Options{KMSKeyID: env.str("KMS_KEY_ID"), WritesPerSecond: writeRate})
 	opts.Ledger = ledger.New(dynamodb.NewFromConfig(cfg), ledger.Options{Table: table})
 	if key := env.str("ESCROW_KEY_ID"); key != "" {
 		sealer, err := escrow.New(kms.NewFromConfig(cfg), escrow.Options{KeyID: key})
@@ -93,6 +104,23 @@ func setup(logger *slog.Logger) (*refresher.Engine, error) {
 		opts.Notifier = notify.New(eventbridge.NewFromConfig(cfg), notify.Options{EventBusName: bus, Logger: logger})
 	}
 	return refresher.New(opts)
+}
+
+// maxWriteRate is Secrets Manager's own limit: a pace above it only meets throttling.
+const maxWriteRate = 50
+
+// rate reads a writes-per-second pace in (0, maxWriteRate]; unset takes def.
+func (r *envReader) rate(key string, def float64) float64 {
+	v := r.str(key)
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f <= 0 || f > maxWriteRate {
+		r.fail(fmt.Errorf("%s: want writes per second above 0 and at most %d", key, maxWriteRate))
+		return 0
+	}
+	return f
 }
 
 // sweep reads SWEEP_INTERVAL: a duration, or "0"/"off" when no sweep schedule runs.

@@ -24,6 +24,9 @@ func TestSetupRejectsBadEnvironment(t *testing.T) {
 		{"negative timeout", map[string]string{"STATE_TABLE": "t", "PROVIDER_TIMEOUT": "-1s"}, "PROVIDER_TIMEOUT: want a positive duration"},
 		{"concurrency not a number", map[string]string{"STATE_TABLE": "t", "CONCURRENCY": "many"}, "CONCURRENCY: want a whole number"},
 		{"concurrency out of range", map[string]string{"STATE_TABLE": "t", "CONCURRENCY": "0"}, "CONCURRENCY: want 1 to 256"},
+		{"write rate not a number", map[string]string{"STATE_TABLE": "t", "WRITE_RATE": "fast"}, "WRITE_RATE: want writes per second"},
+		{"write rate above the service's", map[string]string{"STATE_TABLE": "t", "WRITE_RATE": "60"}, "WRITE_RATE: want writes per second above 0 and at most 50"},
+		{"write rate zero", map[string]string{"STATE_TABLE": "t", "WRITE_RATE": "0"}, "WRITE_RATE: want writes per second"},
 		{"bad sweep interval", map[string]string{"STATE_TABLE": "t", "SWEEP_INTERVAL": "often"}, "SWEEP_INTERVAL: want a positive duration"},
 	}
 	for _, tt := range tests {

@@ -157,8 +157,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.Setup = time.Since(start)
 	fmt.Fprintf(cfg.Progress, "setup: %d tokens created and adopted in %s\n", cfg.Tokens, res.Setup.Round(time.Millisecond))
 
-	// Every token is refreshed at half its 24 h lifetime: past that, all are due at once.
-	b.clock.Advance(12*time.Hour + time.Minute)
+	// Every token is refreshed at half its 24 h lifetime, its due time spread up to a tenth
+	// of the 12 h margin later (docs/design.md §3): past that, all are due at once.
+	b.clock.Advance(12*time.Hour + 12*time.Hour/token.SpreadFraction + time.Minute)
 	gen, err := b.generations(ctx)
 	if err != nil {
 		return res, err

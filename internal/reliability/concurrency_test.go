@@ -335,7 +335,7 @@ func TestUnacknowledgedWrites(t *testing.T) {
 		{
 			name: "persist PutSecretValue TR_PENDING (rotating, quota policy)",
 			rule: func(tok string) faultproxy.Rule {
-				return faultproxy.Rule{Op: "secretsmanager.PutSecretValue", Match: bodyContains(tok, refresher.PendingStage)}
+				return faultproxy.Rule{Op: "secretsmanager.PutSecretValue", Match: bodyContains(tok, persistStage)}
 			},
 			doc: func(quotaKey string) (map[string]any, counter, func(*concState) bool) {
 				seed := rot.Seed("")
@@ -463,7 +463,7 @@ func TestStaleHolder(t *testing.T) {
 	}
 	persistInFlight := func(t *testing.T, tok string, paused func(), hold <-chan struct{}) func() {
 		return e.proxy.Add(faultproxy.Rule{
-			Op: "secretsmanager.PutSecretValue", Match: bodyContains(tok, refresher.PendingStage), Times: 1,
+			Op: "secretsmanager.PutSecretValue", Match: bodyContains(tok, persistStage), Times: 1,
 			Before: func(string) {
 				if err := emuA.Signal(syscall.SIGSTOP); err != nil {
 					t.Errorf("SIGSTOP A: %v", err)
@@ -488,7 +488,7 @@ func TestStaleHolder(t *testing.T) {
 
 	persistLanded := func(t *testing.T, tok string, paused func(), _ <-chan struct{}) func() {
 		return e.proxy.Add(faultproxy.Rule{
-			Op: "secretsmanager.PutSecretValue", Match: bodyContains(tok, refresher.PendingStage), Times: 1,
+			Op: "secretsmanager.PutSecretValue", Match: bodyContains(tok, persistStage), Times: 1,
 			After: func(string) {
 				// A's new version is in Secrets Manager; A learns it only when it wakes up.
 				if err := emuA.Signal(syscall.SIGSTOP); err != nil {

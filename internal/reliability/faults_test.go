@@ -152,7 +152,7 @@ var faultOps = []faultOp{
 	{name: "TransactWriteItems (claim)", op: "DynamoDB_20120810.TransactWriteItems", service: faultproxy.DynamoDB,
 		detail: "claim: ", want: refresher.OutcomeFailed, heal: refresher.OutcomeNotDue},
 	{name: "PutSecretValue (private, persist)", op: "secretsmanager.PutSecretValue", service: faultproxy.SecretsManager,
-		match:  func(string) func([]byte) bool { return bodyContains(refresher.PendingStage) },
+		match:  func(string) func([]byte) bool { return bodyContains(persistStage) },
 		detail: "new token obtained but not saved", want: refresher.OutcomeFailed, heal: refresher.OutcomeRefreshed},
 	{name: "UpdateItem (commit)", op: "DynamoDB_20120810.UpdateItem", service: faultproxy.DynamoDB,
 		match:  func(string) func([]byte) bool { return bodyContains("prev_version_id") },

@@ -437,6 +437,10 @@ func (e *env) expireLease(name string) {
 }
 
 // bodyContains matches a request body (a fault-proxy Rule.Match) holding every one of parts.
+// persistStage tells the private persist's PutSecretValue on the wire: it names the
+// AWSCURRENT stage it moves (issue 18: no TR_PENDING any more); the access publish names none.
+const persistStage = `"AWSCURRENT"`
+
 func bodyContains(parts ...string) func([]byte) bool {
 	return func(body []byte) bool {
 		for _, p := range parts {

@@ -3,6 +3,13 @@
 // the token-name rule. It has no dependencies so consumers can import it cheaply.
 package invocation
 
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"unicode/utf8"
+)
+
 // Outcomes, one per token per invocation.
 const (
 	OutcomeRefreshed      = "refreshed"
@@ -13,6 +20,9 @@ const (
 	OutcomeNeedsReauth    = "needs_reauth"
 	OutcomeInvalidConfig  = "invalid_config"
 	OutcomeFailed         = "failed"
+	// OutcomeDeferred: due, but the invocation's deadline came before a refresh could
+	// start. Not an error: the token stays due and the next run takes it.
+	OutcomeDeferred = "deferred"
 )
 
 // Request is a direct invoke. Exactly one of Tokens (operator, with Force), Ensure
@@ -58,6 +68,64 @@ func (r *Report) Failed() []Row {
 		}
 	}
 	return out
+}
+
+// Error caps (FailureMessage): whatever the number of failed tokens, the error an
+// invocation returns stays small enough for every Lambda runtime API.
+const (
+	MaxErrorNames = 5   // failed tokens named in the error
+	maxErrorCause = 200 // bytes of each named token's cause
+	MaxErrorBytes = 2048
+)
+
+// FailureMessage is the invocation's error message when rows failed, "" when none did:
+// counts by outcome and the first MaxErrorNames failed names with their causes cut short,
+// at most MaxErrorBytes whatever the number of rows. The full report stays in the
+// response and the log.
+func (r *Report) FailureMessage() string {
+	failed := r.Failed()
+	if len(failed) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d of %d tokens failed", len(failed), len(r.Tokens))
+	outcomes := make([]string, 0, len(r.Summary))
+	for o := range r.Summary {
+		outcomes = append(outcomes, o)
+	}
+	sort.Strings(outcomes)
+	b.WriteString(" (")
+	for i, o := range outcomes {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %d", o, r.Summary[o])
+	}
+	b.WriteString("): ")
+	for i, f := range failed {
+		if i == MaxErrorNames {
+			fmt.Fprintf(&b, "; and %d more (see the report)", len(failed)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(clip(f.Name, 80) + ": " + clip(f.Error, maxErrorCause))
+	}
+	return clip(b.String(), MaxErrorBytes)
+}
+
+// clip cuts s to at most n bytes, on a rune boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }
 
 // MaxNameLen is the longest token name accepted.

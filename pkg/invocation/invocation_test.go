@@ -1,6 +1,7 @@
 package invocation
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -51,5 +52,40 @@ func TestReportFailed(t *testing.T) {
 	got := r.Failed()
 	if len(got) != 1 || got[0].Name != "a" {
 		t.Fatalf("Failed() = %+v, want only a", got)
+	}
+}
+
+// Issue 18 item 4: the error payload stays bounded whatever the number of failed rows.
+func TestFailureMessageBounded(t *testing.T) {
+	for _, n := range []int{0, 1, 1000} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			r := &Report{Summary: map[string]int{OutcomeRefreshed: 3}}
+			for i := 0; i < n; i++ {
+				r.Tokens = append(r.Tokens, Row{Name: fmt.Sprintf("token-%04d", i), Outcome: OutcomeFailed,
+					Error: "read private version: " + strings.Repeat("operation error Secrets Manager ", 40)})
+			}
+			if n > 0 {
+				r.Summary[OutcomeFailed] = n
+			}
+			msg := r.FailureMessage()
+			switch {
+			case n == 0 && msg != "":
+				t.Fatalf("no failures: got %q, want empty", msg)
+			case n == 0:
+				return
+			case len(msg) > MaxErrorBytes:
+				t.Errorf("got %d bytes, want at most %d", len(msg), MaxErrorBytes)
+			case !strings.Contains(msg, fmt.Sprintf("%d of %d tokens failed", n, n)) || !strings.Contains(msg, fmt.Sprintf("failed %d", n)) || !strings.Contains(msg, "refreshed 3"):
+				t.Errorf("got %q, want the counts by outcome", msg)
+			case !strings.Contains(msg, "token-0000: read private version"):
+				t.Errorf("got %q, want the first failed name with its cause", msg)
+			case strings.Count(msg, "token-") > MaxErrorNames:
+				t.Errorf("got %d names, want at most %d", strings.Count(msg, "token-"), MaxErrorNames)
+			}
+			if n == 1000 && !strings.Contains(msg, "and 995 more") {
+				t.Errorf("got %q, want the number not named", msg)
+			}
+			t.Logf("figure: %d failed rows → %d-byte error", n, len(msg))
+		})
 	}
 }

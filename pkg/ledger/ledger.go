@@ -81,6 +81,7 @@ const (
 	attrMaxWrites           = "max_writes"
 	attrDueShard            = "due_shard"
 	attrDueAt               = "due_at"
+	attrLabelFrom           = "label_from"
 )
 
 // The sweep index (docs/design.md §3): a sparse GSI over the token records that
@@ -181,6 +182,9 @@ type Record struct {
 	CredentialsExpireAt time.Time   // when the provider credentials (client or entity secret) expire, if stated
 	MaxWrites           int         // the token's write budget per 24 h (0: not known yet)
 	Writes              []time.Time // when each private version of the last 24 h was written (write budget)
+	// LabelFrom: a move of the private secret's AWSCURRENT from this version to the
+	// committed one failed (MarkLabelLag); the next sweep repairs it from the record.
+	LabelFrom string
 }
 
 // WritesSince counts the private versions written at or after t.
@@ -218,6 +222,7 @@ type recordItem struct {
 	Writes              []int64       `dynamodbav:"writes,omitempty"` // unix ms
 	CredentialsExpireAt string        `dynamodbav:"credentials_expire_at,omitempty"`
 	MaxWrites           int           `dynamodbav:"max_writes,omitempty"`
+	LabelFrom           string        `dynamodbav:"label_from,omitempty"`
 }
 
 type inflightItem struct {
@@ -297,6 +302,7 @@ func toItem(r Record) recordItem {
 		RefreshExpiresAt:    formatTime(r.RefreshExpiresAt),
 		CredentialsExpireAt: formatTime(r.CredentialsExpireAt),
 		MaxWrites:           r.MaxWrites,
+		LabelFrom:           r.LabelFrom,
 	}
 	for _, w := range r.Writes {
 		it.Writes = append(it.Writes, w.UnixMilli())
@@ -334,6 +340,7 @@ func decodeRecord(av map[string]types.AttributeValue) (Record, error) {
 		ConsecutiveFailures: it.ConsecutiveFailures,
 		LastError:           it.LastError,
 		MaxWrites:           it.MaxWrites,
+		LabelFrom:           it.LabelFrom,
 	}
 	if r.Name == "" {
 		r.Name = strings.TrimPrefix(it.PK, tokenPrefix)

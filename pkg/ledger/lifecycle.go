@@ -75,7 +75,8 @@ func (l *Ledger) Commit(ctx context.Context, c Commit) (Record, error) {
 		Remove(expression.Name(attrInflight)).
 		Remove(expression.Name(attrLeaseHolder)).
 		Remove(expression.Name(attrLeaseUntil)).
-		Remove(expression.Name(attrLastError))
+		Remove(expression.Name(attrLastError)).
+		Remove(expression.Name(attrLabelFrom))
 	upd = setOrRemove(upd, attrPrevVersionID, c.From)
 	status := c.Status
 	if status != "" {
@@ -137,6 +138,8 @@ type Release struct {
 	// this generation; it is taken only while the record is at that
 	// generation, so it never runs ahead of or behind the commit.
 	Published int64
+	// LabelRepaired removes label_from: AWSCURRENT is on the committed version again.
+	LabelRepaired bool
 }
 
 // Release drops the lease if Holder holds it and returns the record as
@@ -162,6 +165,9 @@ func (l *Ledger) Release(ctx context.Context, r Release) (Record, error) {
 	if r.Published > 0 {
 		upd = upd.Set(expression.Name(attrPublished), expression.Value(r.Published))
 		cond = cond.And(expression.Name(attrGeneration).Equal(expression.Value(r.Published)))
+	}
+	if r.LabelRepaired {
+		upd = upd.Remove(expression.Name(attrLabelFrom))
 	}
 
 	res, err := l.update(ctx, tokenKey(r.Name), upd, cond)
@@ -269,6 +275,21 @@ func (l *Ledger) MarkUnpublished(ctx context.Context, name string, generation in
 		And(expression.Name(attrPublished).Equal(expression.Value(generation)))
 	if _, err := l.update(ctx, tokenKey(name), upd, cond); err != nil {
 		return fmt.Errorf("ledger: mark unpublished %s: %w", name, err)
+	}
+	return nil
+}
+
+// MarkLabelLag records that moving the private secret's AWSCURRENT from version from to
+// the committed version of generation failed: label_from = from, and the record enters the
+// sweep index now, so the next sweep repairs the label from the record (no ListSecrets).
+// A record that has moved on is left alone; the commit and a repairing release clear it.
+func (l *Ledger) MarkLabelLag(ctx context.Context, name string, generation int64, from string) error {
+	upd := expression.Set(expression.Name(attrLabelFrom), expression.Value(from)).
+		Set(expression.Name(attrDueShard), expression.Value(DueShard)).
+		Set(expression.Name(attrDueAt), expression.Value(l.now().Unix()))
+	cond := expression.Name(attrGeneration).Equal(expression.Value(generation))
+	if _, err := l.update(ctx, tokenKey(name), upd, cond); err != nil {
+		return fmt.Errorf("ledger: mark label lag %s: %w", name, err)
 	}
 	return nil
 }

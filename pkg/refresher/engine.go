@@ -1,6 +1,7 @@
 // Package refresher is the engine: for each token it claims a lease and a quota unit, reads
 // the committed private version, calls the provider, persists the new version first,
-// commits the pointer, moves AWSCURRENT and publishes the access secret (docs/design.md §4).
+// commits the pointer and publishes the access secret (docs/design.md §4). The persist moves
+// AWSCURRENT with the new version: two Secrets Manager writes per refresh.
 // plan (plan.go) decides what one token needs; the executors in this package do it.
 package refresher
 
@@ -40,20 +41,18 @@ const (
 	OutcomeNeedsReauth    = invocation.OutcomeNeedsReauth
 	OutcomeInvalidConfig  = invocation.OutcomeInvalidConfig
 	OutcomeFailed         = invocation.OutcomeFailed
+	OutcomeDeferred       = invocation.OutcomeDeferred
 )
 
 // reportReserve is the time kept at the end of an invocation to return the report.
 const reportReserve = 500 * time.Millisecond
 
-// PendingStage is the custom label a new private version is written under before the
-// commit; AWSPENDING is left to Secrets Manager rotation, which we do not use.
-const PendingStage = "TR_PENDING"
-
 // secretStore is what the engine needs from Secrets Manager (pkg/secretstore).
 type secretStore interface {
 	Entries(ctx context.Context, prefix string) ([]secretstore.Entry, error)
 	GetVersion(ctx context.Context, name, versionID string) (secretstore.Version, error)
-	PutPending(ctx context.Context, name string, value token.Secret, versionID, stage string) error
+	Stages(ctx context.Context, name string) (map[string][]string, error)
+	PutCurrentVersion(ctx context.Context, name string, value token.Secret, versionID string) error
 	MoveCurrent(ctx context.Context, name, to, from string) error
 	Publish(ctx context.Context, name string, value token.Secret, clientToken string) error
 }
@@ -72,6 +71,7 @@ type stateTable interface {
 	Commit(ctx context.Context, c ledger.Commit) (ledger.Record, error)
 	Release(ctx context.Context, r ledger.Release) (ledger.Record, error)
 	MarkUnpublished(ctx context.Context, name string, generation int64) error
+	MarkLabelLag(ctx context.Context, name string, generation int64, from string) error
 	Escrow(ctx context.Context, w ledger.EscrowWrite) error
 }
 
@@ -225,9 +225,10 @@ func timeLeft(ctx context.Context) (time.Duration, bool) {
 type runState struct {
 	trigger trigger
 	force   bool
-	// smThrottled is set once Secrets Manager throttles a call: the run then starts no
-	// more refreshes rather than retrying them into their leases (docs/design.md §10).
-	smThrottled atomic.Bool
+	// smThrottles counts Secrets Manager calls that came back throttled after the SDK's
+	// retries (a metric): writes are paced and retried under their leases, and the run
+	// keeps going until its deadline (docs/design.md §10).
+	smThrottles atomic.Int64
 	quotaMu     sync.Mutex
 	quotaKeys   map[string]quotaSeen
 }

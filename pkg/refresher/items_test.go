@@ -3,6 +3,7 @@ package refresher_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -155,7 +156,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 		e := newEnv(t, clock.Now, nil)
 		e.seed("ra", rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access"), ""))
 		e.scheduled()
-		clock.Advance(31 * time.Minute) // past half the hour: due
+		clock.Advance(34 * time.Minute) // past half the hour and its spread (a tenth of the margin): due
 		sim.RespondNext(429, http.Header{"Retry-After": {"3600"}}, []byte(`{"error":"slow_down"}`))
 		if got := outcomes(e.scheduled())["ra"]; got != refresher.OutcomeThrottled {
 			t.Fatalf("got %s, want throttled", got)
@@ -172,6 +173,50 @@ func TestRetryAfterHonoured(t *testing.T) {
 		clock.Advance(15 * time.Minute)
 		if got := outcomes(mustRun(t, e, refresher.Request{Sweep: true}))["ra"]; got != refresher.OutcomeRefreshed {
 			t.Errorf("after Retry-After: got %s, want refreshed", got)
+		}
+	})
+	// Issue 18 timing defect 4: Retry-After holds for a token never refreshed (was: "no
+	// access token yet" made it due at every run: 3 reconciles, 3 requests).
+	t.Run("never refreshed", func(t *testing.T) {
+		clock := providersim.NewClock(time.Now())
+		sim, cs := newRotatingTTL(t, clock, time.Hour)
+		e := newEnv(t, clock.Now, nil)
+		e.seed("new", rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access"), ""))
+		sim.RespondNext(429, http.Header{"Retry-After": {"3600"}}, []byte(`{"error":"slow_down"}`))
+		before := sim.Requests()
+		for i := 0; i < 3; i++ {
+			if got := outcomes(e.scheduled())["new"]; i == 0 && got != refresher.OutcomeThrottled {
+				t.Fatalf("first reconcile: got %s, want throttled", got)
+			}
+			clock.Advance(10 * time.Minute)
+		}
+		if got := sim.Requests() - before; got != 1 {
+			t.Errorf("3 reconciles inside Retry-After: got %d provider requests, want 1", got)
+		}
+	})
+	// Issue 18 timing defect 3: ensure honours Retry-After and answers from the published
+	// secret with the reason (was: 10 ensures, 10 requests).
+	t.Run("ensure", func(t *testing.T) {
+		clock := providersim.NewClock(time.Now())
+		sim, cs := newRotatingTTL(t, clock, time.Hour)
+		e := newEnv(t, clock.Now, nil)
+		e.seed("ens", rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access"), ""))
+		e.scheduled()
+		published := e.accessRaw("ens")["access_token"]
+		clock.Advance(31 * time.Minute) // inside the margin: ensure refreshes
+		sim.RespondNext(429, http.Header{"Retry-After": {"3600"}}, []byte(`{"error":"slow_down"}`))
+		before := sim.Requests()
+		for i := 0; i < 10; i++ {
+			r := row(t, mustRun(t, e, refresher.Request{Ensure: []string{"ens"}}), "ens")
+			if r.Outcome != refresher.OutcomeThrottled || !strings.Contains(r.Error, "throttled until") {
+				t.Errorf("ensure %d: got %s %q, want throttled with the time", i, r.Outcome, r.Error)
+			}
+		}
+		if got := sim.Requests() - before; got != 1 {
+			t.Errorf("10 ensures after a 429 with Retry-After 3600: got %d provider requests, want 1", got)
+		}
+		if got := e.accessRaw("ens")["access_token"]; got != published {
+			t.Error("the published access token changed; want it kept")
 		}
 	})
 	t.Run("three days marks every quota day", func(t *testing.T) {
@@ -274,12 +319,13 @@ func TestTwentySecondDeadline(t *testing.T) {
 		t.Errorf("stale in %v, want half the 15-minute lifetime", d)
 	}
 
-	// Too little time left for a refresh: skipped with a row, not started.
+	// Too little time left for a refresh: deferred with a row, not started, and not an
+	// error (issue 18: the next run takes it).
 	short, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
 	rep, err = e.engine.Run(short, refresher.Request{Tokens: []string{"fresh"}, Force: true})
-	if r := row(t, rep, "fresh"); err == nil || r.Outcome != refresher.OutcomeFailed || !strings.Contains(r.Error, "not started") {
-		t.Errorf("5 s deadline: got %s %q, want failed: not started", r.Outcome, r.Error)
+	if r := row(t, rep, "fresh"); err != nil || r.Outcome != refresher.OutcomeDeferred || !strings.Contains(r.Error, "not started") {
+		t.Errorf("5 s deadline: got %s %q (error %v), want deferred: not started, no error", r.Outcome, r.Error, err)
 	}
 }
 
@@ -426,5 +472,104 @@ func TestNotifications(t *testing.T) {
 	e.run(refresher.Request{})
 	if got := n.take(); len(got) != 1 || got[0] != notify.DetailInvalidConfig+"/nt" {
 		t.Errorf("after an invalid edit: %v, want one %q", got, notify.DetailInvalidConfig)
+	}
+}
+
+// Issue 18: eight consumers ensuring one stale token at once: one refreshes, the seven
+// others wait for its commit and answer not_due with the new expires_at and generation
+// (was: lease_held, and a re-read of a secret not yet published).
+func TestEnsureWaitsForHolder(t *testing.T) {
+	clock := providersim.NewClock(time.Now())
+	sim, cs := newRotating(t, clock)
+	e := newEnv(t, clock.Now, nil)
+	e.seed("stale", rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access"), ""))
+	e.scheduled()
+	clock.Advance(8 * time.Minute) // inside the 7.5-minute margin
+	sim.SetLatency(time.Second)    // the holder keeps its lease while the others arrive
+	before := sim.Requests()
+	const callers = 8
+	rows := make(chan refresher.Row, callers)
+	for i := 0; i < callers; i++ {
+		go func() {
+			rep, err := e.engine.Run(context.Background(), refresher.Request{Ensure: []string{"stale"}})
+			if err != nil || rep == nil {
+				rows <- refresher.Row{Outcome: "error: " + fmt.Sprint(err)}
+				return
+			}
+			rows <- rep.Tokens[0]
+		}()
+	}
+	counts := map[string]int{}
+	var got []refresher.Row
+	for i := 0; i < callers; i++ {
+		r := <-rows
+		counts[r.Outcome]++
+		got = append(got, r)
+	}
+	_, rec := e.committed("stale")
+	if counts[refresher.OutcomeRefreshed] != 1 || counts[refresher.OutcomeNotDue] != callers-1 || sim.Requests()-before != 1 {
+		t.Fatalf("got outcomes %v and %d provider requests, want 1 refreshed, %d not_due, 1 request", counts, sim.Requests()-before, callers-1)
+	}
+	for _, r := range got {
+		if r.Generation != rec.Generation || r.ExpiresAt != rec.ExpiresAt.UTC().Format(time.RFC3339) {
+			t.Errorf("row %+v: want generation %d and expires_at %s (the holder's commit)", r, rec.Generation, rec.ExpiresAt.UTC().Format(time.RFC3339))
+		}
+	}
+}
+
+// Issue 18 timing defect 2: an operator edit (or a late tokenctl authorize) whose access
+// token has already expired is refreshed at once (was: adopted as not_due, the expired token
+// published as active and the next refresh a day away).
+func TestExpiredEditDueAtOnce(t *testing.T) {
+	clock := providersim.NewClock(time.Now())
+	sim, cs := newRotatingTTL(t, clock, time.Hour)
+	e := newEnv(t, clock.Now, nil)
+	e.seed("exp", rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access"), ""))
+	e.scheduled()
+	clock.Advance(10 * time.Minute)
+	edit := rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access"), "")
+	edit["access_token"] = "expired-" + randID()
+	edit["token_type"] = "Bearer"
+	edit["expires_at"] = clock.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	e.edit("exp", edit)
+	before := sim.Requests()
+	r := row(t, e.scheduled(), "exp")
+	if r.Outcome != refresher.OutcomeRefreshed || sim.Requests()-before != 1 {
+		t.Fatalf("reconcile after the edit: got %s %q with %d provider requests, want refreshed with 1", r.Outcome, r.Error, sim.Requests()-before)
+	}
+	if exp, _ := time.Parse(time.RFC3339, e.accessRaw("exp")["expires_at"].(string)); !exp.After(clock.Now()) {
+		t.Errorf("published expires_at %v, want a fresh token", exp)
+	}
+}
+
+// Issue 18 timing defect 1: a 24 h access token with a 3-day refresh token is kept alive
+// from the refresh token's own lifetime, not due at every sweep (was: 6 provider requests in
+// 6 sweeps 5 s apart).
+func TestShortRefreshTokenNotDueEverySweep(t *testing.T) {
+	clock := providersim.NewClock(time.Now())
+	sim, cs := newRotating(t, clock)
+	e := newEnv(t, clock.Now, nil)
+	e.seed("short-rt", rotatingDoc(sim.URL(), "app", cs, sim.Seed("offline_access"), ""))
+	at, rt := "at-"+randID(), "rt-"+randID()
+	registerSecrets(at, rt)
+	sim.RespondNext(200, http.Header{"Content-Type": {"application/json"}},
+		[]byte(`{"access_token":"`+at+`","token_type":"Bearer","expires_in":86400,"refresh_token":"`+rt+`","refresh_expires_in":259200}`))
+	if r := row(t, e.scheduled(), "short-rt"); r.Outcome != refresher.OutcomeRefreshed {
+		t.Fatalf("first reconcile: got %s %q, want refreshed", r.Outcome, r.Error)
+	}
+	if doc, _ := e.committed("short-rt"); doc.RefreshExpiresAt.Sub(clock.Now()).Round(time.Hour) != 72*time.Hour {
+		t.Fatalf("refresh token expires in %v, want 72 h", doc.RefreshExpiresAt.Sub(clock.Now()))
+	}
+	before := sim.Requests()
+	for i := 0; i < 6; i++ {
+		clock.Advance(5 * time.Second)
+		mustRun(t, e, refresher.Request{Sweep: true})
+	}
+	if got := sim.Requests() - before; got != 0 {
+		t.Errorf("6 sweeps 5 s apart: got %d provider requests, want 0", got)
+	}
+	_, rec := e.committed("short-rt")
+	if d := rec.NextDueAt.Sub(clock.Now()); d < 11*time.Hour {
+		t.Errorf("next due in %v, want about 12 h (the access token's half-life)", d)
 	}
 }

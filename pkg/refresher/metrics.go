@@ -16,6 +16,10 @@ import (
 // (docs/design.md §5).
 const MetricsNamespace = "TokenRefresher"
 
+// BacklogMetric is the run-level count of tokens deferred to the next run (due, not started
+// before the deadline): the backlog alarm watches it; deferred never fires Errors.
+const BacklogMetric = "Backlog"
+
 // Expiry warnings that raise a notification.
 const (
 	credentialsWarning = 14 * 24 * time.Hour
@@ -61,7 +65,7 @@ func directive(dims [][]string, ms ...emfMetric) emfDirective {
 // alarmMetric is the dimensionless count an outcome adds to (one alarm covers every token).
 var alarmMetric = map[string]string{
 	OutcomeNeedsReauth: "NeedsReauth", OutcomeThrottled: "Throttled", OutcomeQuotaExhausted: "QuotaExhausted",
-	OutcomeFailed: "Failed", OutcomeInvalidConfig: "InvalidConfig",
+	OutcomeFailed: "Failed", OutcomeInvalidConfig: "InvalidConfig", OutcomeDeferred: "Deferred",
 }
 
 // finishRow completes the row (outcome.go), logs it, emits its metrics and notifications.
@@ -113,7 +117,7 @@ func (e *Engine) finishRow(ctx context.Context, st *runState, t *tokenRun, row *
 	switch row.Outcome {
 	case OutcomeFailed, OutcomeNeedsReauth, OutcomeInvalidConfig:
 		level = slog.LevelError
-	case OutcomeThrottled, OutcomeQuotaExhausted:
+	case OutcomeThrottled, OutcomeQuotaExhausted, OutcomeDeferred:
 		level = slog.LevelWarn
 	}
 	t.log.Log(ctx, level, "token done", attrs...)
@@ -155,9 +159,11 @@ func (e *Engine) notify(ctx context.Context, t *tokenRun, row Row, now time.Time
 	}
 }
 
-// emitRun writes the run-level metrics: the heartbeat, Secrets Manager throttling, and the
-// quota of every key this run spent (one read per key, not per token).
-func (e *Engine) emitRun(ctx context.Context, s *runState) {
+// emitRun writes the run-level metrics: the heartbeat, the backlog (tokens deferred to the
+// next run, written by every sweep and reconcile, 0 included, so its alarm has data),
+// Secrets Manager throttling, and the quota of every key this run spent (one read per key,
+// not per token).
+func (e *Engine) emitRun(ctx context.Context, s *runState, deferred int) {
 	now := e.now()
 	fields := map[string]any{"Trigger": s.trigger.String()}
 	var counts []emfMetric
@@ -169,8 +175,12 @@ func (e *Engine) emitRun(ctx context.Context, s *runState) {
 		fields["Swept"] = 1
 		counts = append(counts, emfMetric{"Swept", "Count"})
 	}
-	if s.smThrottled.Load() {
-		fields["SecretsManagerThrottled"] = 1
+	if s.trigger == triggerReconcile || s.trigger == triggerSweep || deferred > 0 {
+		fields[BacklogMetric] = deferred
+		counts = append(counts, emfMetric{BacklogMetric, "Count"})
+	}
+	if n := s.smThrottles.Load(); n > 0 {
+		fields["SecretsManagerThrottled"] = n
 		counts = append(counts, emfMetric{"SecretsManagerThrottled", "Count"})
 	}
 	if len(counts) > 0 {

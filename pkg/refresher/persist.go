@@ -10,10 +10,12 @@ import (
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
-// persist is step 4: the new version goes to Secrets Manager under TR_PENDING before
-// anything else happens. Retried while the lease holds (fenced, lease.go): the lease is
-// renewed while the answer is in hand, and the first failed renewal stops every write. The
-// deterministic ClientRequestToken makes retries idempotent.
+// persist is step 4: the new version goes to Secrets Manager, as AWSCURRENT in the same
+// PutSecretValue, before anything else happens. The record stays the authority: a version
+// of ours at AWSCURRENT that the record has not committed is this refresh in flight (plan
+// recovers it), never an operator edit. Retried while the lease holds (fenced, lease.go):
+// the lease is renewed while the answer is in hand, and the first failed renewal stops every
+// write. The deterministic ClientRequestToken makes retries idempotent.
 func (t *tokenRun) persist(next *token.Private, to string) error {
 	next.VersionID = to
 	if t.doc != nil && t.doc.VersionID != t.rec.VersionID && next.BaseVersionID == "" {
@@ -26,12 +28,13 @@ func (t *tokenRun) persist(next *token.Private, to string) error {
 	}
 	t.mayBeSpent = true // from here the provider may have rotated
 	err = t.fenced(func(ctx context.Context) error {
-		err := t.e.opts.Secrets.PutPending(ctx, t.priv, token.Secret(raw), to, PendingStage)
-		t.noteSecretsErr(err) // other tokens stop starting at once; this one has its answer to save
+		err := t.e.opts.Secrets.PutCurrentVersion(ctx, t.priv, token.Secret(raw), to)
+		t.noteSecretsErr(err)
 		return err
 	})
 	if err == nil {
-		t.log.InfoContext(t.ctx, "new version saved", "version", to, "stage", PendingStage)
+		t.persisted = to
+		t.log.InfoContext(t.ctx, "new version saved as AWSCURRENT", "version", to)
 		return nil
 	}
 	if errors.Is(err, secretstore.ErrVersionConflict) {
@@ -52,12 +55,13 @@ func (t *tokenRun) persist(next *token.Private, to string) error {
 	return fmt.Errorf("new token obtained but not saved (the next run recovers it within the provider's reuse grace): %w", err)
 }
 
-// settle is steps 5–7 for version `to`, already in Secrets Manager: commit → label → publish.
+// settle is steps 5–7 for version `to`, already in Secrets Manager: commit → label check →
+// publish.
 func (t *tokenRun) settle(next *token.Private, to string) Row {
 	if err := t.commit(next, to); err != nil {
 		return rowFor(err)
 	}
-	t.label(to, t.rec.PrevVersionID)
+	t.checkLabel(t.rec.PrevVersionID, to)
 	if err := t.publish(next); err != nil {
 		return rowFor(err)
 	}
@@ -94,6 +98,11 @@ func (t *tokenRun) commitFor(doc *token.Private, to string) ledger.Commit {
 	if doc.Status == token.StatusActive {
 		s := doc.Plan(now, writes)
 		c.NextDueAt, c.StaleAt = s.NextDueAt, s.StaleAt
+		if !s.OnDemand && s.NextDueAt.Equal(s.StaleAt) {
+			// Spread inside the margin so tokens adopted together leave lockstep (§3);
+			// a keep-alive or write-budget due time is kept as it is.
+			c.NextDueAt = token.Spread(s.NextDueAt, fmt.Sprintf("%s/%d", t.name, c.FromGeneration+1), doc.ExpiresAt.Sub(s.StaleAt))
+		}
 	}
 	return c
 }
@@ -115,22 +124,91 @@ func (t *tokenRun) committed(rec ledger.Record, doc *token.Private) {
 	t.leaseGone()
 }
 
-// label is step 6: people and tools reading AWSCURRENT see the committed version. A failure
-// is repaired by the next reconcile.
+// label is step 6 as a repair: it moves AWSCURRENT from version from (where it was seen) to
+// the committed version to. A version this run has just persisted is AWSCURRENT already.
+// A failed move is recorded (label_from), so the next sweep repairs it from the record.
 func (t *tokenRun) label(to, from string) {
-	if from == "" || from == to {
+	if from == "" || from == to || t.persisted == to {
 		return
 	}
+	t.moveLabel(to, from)
+}
+
+// moveLabel moves AWSCURRENT from version from to the committed version to, and records a
+// move that did not land.
+func (t *tokenRun) moveLabel(to, from string) error {
 	err := t.e.opts.Secrets.MoveCurrent(t.ctx, t.priv, to, from)
 	switch {
 	case err == nil:
+		return nil
 	case errors.Is(err, secretstore.ErrStageMoved):
-		t.log.WarnContext(t.ctx, "AWSCURRENT was moved by someone else; the next run adopts it", "version", to)
-	default:
+		// AWSCURRENT is on neither version: the next reconcile reads where it is and tells
+		// ours (a label repair) from an operator's (an edit). Nothing is claimed here.
+		t.log.InfoContext(t.ctx, "AWSCURRENT is on another version; the next reconcile looks at it", "version", to)
+		return nil
+	}
+	t.noteSecretsErr(err)
+	t.log.WarnContext(t.ctx, "moving AWSCURRENT failed; the next sweep repairs it", "error", err.Error())
+	if merr := t.e.opts.Ledger.MarkLabelLag(t.ctx, t.name, t.rec.Generation, from); merr != nil {
+		t.log.WarnContext(t.ctx, "recording the lagging label failed; the next reconcile repairs it", "error", merr.Error())
+	}
+	return err
+}
+
+// checkLabel follows the persist of `to` (a refresh from `from`): our PutSecretValue moved
+// AWSCURRENT, and the version it took the label from is now AWSPREVIOUS. That should be
+// from. If it is an operator's version instead, an edit landed while the token was being
+// refreshed and our write hid it: AWSCURRENT is given back to it, so the next reconcile
+// adopts it (docs/design.md §2) exactly as if it had landed after the refresh. One read on
+// the normal path (reads are 10 000/s; writes, 50/s, are what a refresh is counted in).
+func (t *tokenRun) checkLabel(from, to string) {
+	if from == "" || t.persisted != to {
+		return // a roll-forward of a version saved earlier: plan saw AWSCURRENT
+	}
+	v, err := t.e.opts.Secrets.GetVersion(t.ctx, t.priv, from)
+	if err != nil {
+		t.log.WarnContext(t.ctx, "checking AWSPREVIOUS after the persist failed; the next reconcile looks at AWSCURRENT", "error", err.Error())
+		return
+	}
+	if v.HasStage(stagePrevious) {
+		return
+	}
+	if v.HasStage(secretstore.StageCurrent) {
+		_ = t.moveLabel(to, from) // our write did not move it (a retried put): repair
+		return
+	}
+	stages, err := t.e.opts.Secrets.Stages(t.ctx, t.priv)
+	if err != nil {
+		t.log.WarnContext(t.ctx, "reading the labels after the persist failed", "error", err.Error())
+		return
+	}
+	var prev, cur string
+	for id, ss := range stages {
+		for _, s := range ss {
+			switch s {
+			case stagePrevious:
+				prev = id
+			case secretstore.StageCurrent:
+				cur = id
+			}
+		}
+	}
+	if prev == "" || prev == to || cur != to {
+		return
+	}
+	doc, err := t.readDoc(prev)
+	if err == nil && doc.VersionID == prev {
+		return // one of ours (a label that lagged before this refresh): nothing hidden
+	}
+	t.log.WarnContext(t.ctx, "an operator edit landed while the token was being refreshed; AWSCURRENT goes back to it and the next reconcile adopts it", "edit_version", prev, "version", to)
+	if err := t.e.opts.Secrets.MoveCurrent(t.ctx, t.priv, prev, to); err != nil && !errors.Is(err, secretstore.ErrStageMoved) {
 		t.noteSecretsErr(err)
-		t.log.WarnContext(t.ctx, "moving AWSCURRENT failed; the next run repairs it", "error", err.Error())
+		t.log.ErrorContext(t.ctx, "giving AWSCURRENT back to the operator's edit failed; it is AWSPREVIOUS until the next write", "edit_version", prev, "error", err.Error())
 	}
 }
+
+// stagePrevious is the label Secrets Manager moves to the version AWSCURRENT left.
+const stagePrevious = "AWSPREVIOUS"
 
 // publish is step 7 right after a commit, which already recorded published_generation: a
 // publish that does not land is seen by the next reconcile (the access secret's AWSCURRENT
@@ -164,9 +242,11 @@ func (t *tokenRun) publishDoc(doc *token.Private, gen int64, v string) error {
 	return nil
 }
 
-// noteSecretsErr stops the run starting refreshes once Secrets Manager throttles.
+// noteSecretsErr counts a call Secrets Manager still throttled after the SDK's adaptive
+// retries (metric SecretsManagerThrottled). The run goes on: writes are paced, a throttled
+// write is retried under its lease, and what the deadline does not reach is deferred.
 func (t *tokenRun) noteSecretsErr(err error) {
-	if errors.Is(err, secretstore.ErrThrottled) && !t.st.smThrottled.Swap(true) {
-		t.log.WarnContext(t.ctx, "Secrets Manager is throttling; this run starts no more refreshes")
+	if errors.Is(err, secretstore.ErrThrottled) {
+		t.st.smThrottles.Add(1)
 	}
 }

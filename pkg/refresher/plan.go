@@ -1,6 +1,7 @@
 package refresher
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
@@ -92,8 +93,15 @@ func plan(in planInput) action {
 		return action{kind: actLeaseHeld}
 	}
 	var a action
+	if in.current == "" && rec.LabelFrom != "" && rec.LabelFrom != rec.VersionID {
+		a.labelFrom = rec.LabelFrom // a failed label move the record remembers (sweep, ensure)
+	}
 	if in.current != "" && in.current != rec.VersionID {
 		switch {
+		case rec.Inflight != nil && in.current == rec.Inflight.To:
+			// Our in-flight refresh saved its version as AWSCURRENT and did not commit: roll
+			// it forward. The record, not the label, is the authority; never an edit.
+			return action{kind: actRecover, why: "interrupted refresh (its version is saved)"}
 		case in.current == rec.PrevVersionID:
 			a.labelFrom = in.current // committed, label not moved yet
 		case in.currentDoc == nil && in.currentErr == nil:
@@ -123,7 +131,8 @@ func plan(in planInput) action {
 		a.kind = actNeedsReauth
 		return a
 	}
-	if due, why := isDue(in); due {
+	due, why := isDue(in)
+	if due {
 		if free := budgetFreeAt(rec, in.now); free.After(in.now) {
 			a.kind, a.why = actBudget, "write budget used up until "+free.UTC().Format(time.RFC3339)
 			return a
@@ -135,7 +144,7 @@ func plan(in planInput) action {
 		a.kind, a.why = actRollForward, "repair label or access secret"
 		return a
 	}
-	a.kind = actNotDue
+	a.kind, a.why = actNotDue, why
 	return a
 }
 
@@ -146,7 +155,14 @@ func isDue(in planInput) (bool, string) {
 	switch {
 	case in.force:
 		return true, "forced"
-	case rec.ExpiresAt.IsZero() || rec.NextDueAt.IsZero():
+	case rec.NextDueAt.IsZero():
+		return true, "no access token yet"
+	case rec.ConsecutiveFailures > 0 && rec.NextDueAt.After(in.now) &&
+		(rec.LastError == throttledFailure || rec.NextDueAt.Sub(in.now) <= maxRetryDelay):
+		// A provider throttle or the failure back-off holds for every trigger, ensure and a
+		// token never refreshed included; ensure answers from the published secret.
+		return false, backingOff(rec)
+	case rec.ExpiresAt.IsZero():
 		return true, "no access token yet"
 	case in.trigger == triggerEnsure:
 		if !rec.StaleAt.After(in.now) {
@@ -159,6 +175,19 @@ func isDue(in planInput) (bool, string) {
 		return true, "expires before the next reconcile (no sweep runs)"
 	}
 	return false, ""
+}
+
+// throttledFailure is the last_error of a token the provider throttled (refresh.go), which
+// plan tells from other failures.
+const throttledFailure = "throttled by provider"
+
+// backingOff says why a failing token is not refreshed before its next_due_at.
+func backingOff(rec *ledger.Record) string {
+	until := rec.NextDueAt.UTC().Format(time.RFC3339)
+	if rec.LastError == throttledFailure {
+		return "provider throttled until " + until + "; the published access token is unchanged"
+	}
+	return fmt.Sprintf("backing off after %d failed attempts until %s; the published access token is unchanged", rec.ConsecutiveFailures, until)
 }
 
 // budgetFreeAt is the write budget decided (docs/design.md §3): the first time at or after

@@ -36,6 +36,23 @@ func TestPlan(t *testing.T) {
 		{name: "no sweep: expires before the next reconcile", in: planInput{reach: 13 * time.Hour, rec: with(func(r *ledger.Record) { r.ExpiresAt = now.Add(12 * time.Hour) })}, want: actRefresh},
 		{name: "no sweep: lasts past the next reconcile", in: planInput{reach: 13 * time.Hour, rec: with(func(r *ledger.Record) { r.ExpiresAt = now.Add(14 * time.Hour) })}, want: actNotDue},
 		{name: "no access token yet", in: planInput{rec: with(func(r *ledger.Record) { r.ExpiresAt = time.Time{} })}, want: actRefresh},
+		// Issue 18 timing defects 3 and 4: a provider throttle and the failure back-off hold
+		// for a token never refreshed and for ensure.
+		{name: "never refreshed, throttled: not due", in: planInput{rec: with(func(r *ledger.Record) {
+			r.ExpiresAt, r.NextDueAt, r.ConsecutiveFailures, r.LastError = time.Time{}, now.Add(time.Hour), 1, throttledFailure
+		})}, want: actNotDue},
+		{name: "never refreshed, throttle over: due", in: planInput{rec: with(func(r *ledger.Record) {
+			r.ExpiresAt, r.NextDueAt, r.ConsecutiveFailures, r.LastError = time.Time{}, now, 1, throttledFailure
+		})}, want: actRefresh},
+		{name: "ensure inside the margin while throttled: not due", in: planInput{trigger: triggerEnsure, rec: with(func(r *ledger.Record) {
+			r.StaleAt, r.NextDueAt, r.ConsecutiveFailures, r.LastError = now, now.Add(time.Hour), 1, throttledFailure
+		})}, want: actNotDue},
+		{name: "ensure inside the margin while backing off: not due", in: planInput{trigger: triggerEnsure, rec: with(func(r *ledger.Record) {
+			r.StaleAt, r.NextDueAt, r.ConsecutiveFailures, r.LastError = now, now.Add(5*time.Minute), 1, "provider: 503"
+		})}, want: actNotDue},
+		{name: "forced while throttled", in: planInput{force: true, trigger: triggerOperator, rec: with(func(r *ledger.Record) {
+			r.NextDueAt, r.ConsecutiveFailures, r.LastError = now.Add(time.Hour), 1, throttledFailure
+		})}, want: actRefresh},
 		{name: "forced", in: planInput{force: true, trigger: triggerOperator, rec: base()}, want: actRefresh},
 		{name: "forced but the write budget is used up", in: planInput{force: true, rec: with(func(r *ledger.Record) { r.Writes = writes })}, want: actBudget},
 		{name: "ensure outside the margin", in: planInput{trigger: triggerEnsure, rec: base()}, want: actNotDue},
@@ -51,6 +68,16 @@ func TestPlan(t *testing.T) {
 		{name: "access secret is the committed version's", in: planInput{rec: base(), accessListed: true, accessCurrent: AccessToken("v2")}, want: actNotDue},
 		{name: "label lags one step", in: planInput{rec: base(), current: "v1"}, want: actRollForward},
 		{name: "AWSCURRENT moved: read it", in: planInput{rec: base(), current: "e1"}, want: actReadCurrent},
+		// Issue 18 item 2: the persist moves AWSCURRENT, so our uncommitted in-flight
+		// version at AWSCURRENT is a refresh to roll forward, read or not, never an edit.
+		{name: "AWSCURRENT on our in-flight version: recover", in: planInput{current: "n3", rec: with(func(r *ledger.Record) {
+			r.LeaseUntil, r.Inflight = now.Add(-time.Second), &ledger.Inflight{From: "v2", To: "n3"}
+		})}, want: actRecover},
+		{name: "AWSCURRENT on our in-flight version, holder still at work", in: planInput{current: "n3", rec: with(func(r *ledger.Record) {
+			r.LeaseHolder, r.LeaseUntil, r.Inflight = "x", now.Add(time.Second), &ledger.Inflight{From: "v2", To: "n3"}
+		})}, want: actLeaseHeld},
+		// Issue 18 item 3: a failed label move the record remembers is repaired by a sweep.
+		{name: "sweep: label lag recorded", in: planInput{trigger: triggerSweep, rec: with(func(r *ledger.Record) { r.LabelFrom = "v1" })}, want: actRollForward},
 		{name: "AWSCURRENT is one of ours", in: planInput{rec: base(), current: "v0", currentDoc: ours}, want: actRollForward},
 		{name: "operator edit", in: planInput{rec: base(), current: "e1", currentDoc: edit}, want: actAdoptEdit},
 		{name: "operator edit while an interrupted refresh is in flight: recover first", in: planInput{current: "e1", currentDoc: edit,

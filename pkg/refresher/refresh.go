@@ -75,14 +75,12 @@ func (t *tokenRun) refresh() Row {
 }
 
 // canStart: a refresh starts only when its persist budget plus one bounded provider call
-// fit before the deadline, and not after Secrets Manager throttled this run.
+// fit before the deadline. A token not started is deferred, not failed: nothing was
+// claimed, so it stays due and the next run takes it (docs/design.md §5).
 func (t *tokenRun) canStart() error {
-	if t.st.smThrottled.Load() {
-		return &outcomeError{outcome: OutcomeFailed, msg: "not started: Secrets Manager throttled this run's writes; the next run refreshes it"}
-	}
 	if left, ok := timeLeft(t.ctx); ok && left < t.e.minStart() {
-		return &outcomeError{outcome: OutcomeFailed,
-			msg: fmt.Sprintf("not started: %s left in the invocation, a refresh needs %s (persist budget plus one provider call)", left.Round(time.Millisecond), t.e.minStart())}
+		return &outcomeError{outcome: OutcomeDeferred,
+			msg: fmt.Sprintf("not started: %s left in the invocation, a refresh needs %s (persist budget plus one provider call); the next run refreshes it", max(left, 0).Round(time.Millisecond), t.e.minStart())}
 	}
 	return nil
 }
@@ -194,6 +192,11 @@ func (t *tokenRun) call(doc *token.Private) (*provider.Result, error) {
 		// No provider call starts without time left, inside the lease, to persist its answer.
 		callTimeout := min(t.e.opts.ProviderTimeout, t.leaseLeft()-t.e.opts.PersistBudget)
 		if callTimeout < min(t.e.opts.ProviderTimeout, minProviderCall) {
+			if attempt == 0 {
+				// Nothing was sent: like canStart, the deadline came first (the claim and the
+				// read took what was left). The token stays due for the next run.
+				return nil, &outcomeError{outcome: OutcomeDeferred, msg: "not started: not enough time left in the lease for a provider call and the writes after it; the next run refreshes it"}
+			}
 			return nil, errors.New("not enough time left in the lease for a provider call and the writes after it")
 		}
 		callCtx, cancel := context.WithTimeout(t.ctx, callTimeout)
@@ -251,7 +254,7 @@ func (t *tokenRun) nextDoc(doc *token.Private, res *provider.Result, err error) 
 	case errors.Is(err, provider.ErrThrottled):
 		until := t.throttledUntil(err)
 		t.markThrottled(until)
-		t.rel.Failure, t.rel.NextDueAt = "throttled by provider", until
+		t.rel.Failure, t.rel.NextDueAt = throttledFailure, until
 		return nil, &outcomeError{outcome: OutcomeThrottled, msg: "provider throttled until " + until.UTC().Format(time.RFC3339)}
 	}
 	if errors.Is(err, provider.ErrMalformed) {

@@ -8,13 +8,16 @@ import (
 	"github.com/seed-502fa48b/token-refresher/pkg/provider"
 )
 
+// maxRetryDelay is the longest failure back-off.
+const maxRetryDelay = time.Hour
+
 // retryDelay backs a failing token off: 5 min doubling to 1 h.
 func retryDelay(failures int) time.Duration {
 	d := 5 * time.Minute
-	for i := 1; i < failures && d < time.Hour; i++ {
+	for i := 1; i < failures && d < maxRetryDelay; i++ {
 		d *= 2
 	}
-	return min(d, time.Hour)
+	return min(d, maxRetryDelay)
 }
 
 // throttledUntil honours Retry-After; otherwise the next quota day, or the next reconcile.

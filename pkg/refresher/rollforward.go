@@ -24,7 +24,17 @@ func (t *tokenRun) rollForward(a action, accessFrom string) Row {
 	if a.labelFrom != "" {
 		if err := t.e.opts.Secrets.MoveCurrent(t.ctx, t.priv, t.rec.VersionID, a.labelFrom); err != nil && !errors.Is(err, secretstore.ErrStageMoved) {
 			t.noteSecretsErr(err)
+			if t.rec.LabelFrom != a.labelFrom {
+				// Seen by a reconcile: remember it so the next sweep repairs it.
+				if merr := t.e.opts.Ledger.MarkLabelLag(t.ctx, t.name, t.rec.Generation, a.labelFrom); merr != nil {
+					t.log.WarnContext(t.ctx, "recording the lagging label failed", "error", merr.Error())
+				}
+			}
 			return failed("label committed version: %v", err)
+		}
+		if t.rec.LabelFrom != "" {
+			// label_from is cleared; due_at goes back to next_due_at.
+			t.rel.LabelRepaired, t.rel.NextDueAt = true, t.rec.NextDueAt
 		}
 	}
 	if a.publish {

@@ -23,7 +23,8 @@ import (
 const EnsureAlias = "ensure"
 
 // Handle is the Lambda handler: it parses the event, runs it and returns the report — with
-// an error when any token failed, so alarms and retries see it. A rerun is harmless.
+// an error when any token failed, so alarms and retries see it (deferred is not a failure).
+// A rerun is harmless.
 func (e *Engine) Handle(ctx context.Context, event json.RawMessage) (*Report, error) {
 	req, err := ParseRequest(event)
 	if err == nil {
@@ -89,6 +90,13 @@ func (e *Engine) Run(ctx context.Context, req Request) (*Report, error) {
 			continue
 		}
 		sem <- struct{}{}
+		if ctx.Err() != nil {
+			// The deadline came while this token waited for a worker: left due for the next run.
+			<-sem
+			rows[i] = Row{Outcome: OutcomeDeferred, Error: "not started: the invocation's deadline came first; the next run refreshes it"}
+			e.finishRow(ctx, st, e.newTokenRun(ctx, st, jobs[i].name), &rows[i])
+			continue
+		}
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
@@ -102,14 +110,11 @@ func (e *Engine) Run(ctx context.Context, req Request) (*Report, error) {
 	for _, r := range rows {
 		report.Summary[r.Outcome]++
 	}
-	e.emitRun(ctx, st)
+	e.emitRun(ctx, st, report.Summary[OutcomeDeferred])
 	e.log.InfoContext(ctx, "invocation done", "trigger", st.trigger.String(), "tokens", len(rows), "summary", report.Summary)
-	if failed := report.Failed(); len(failed) > 0 {
-		parts := make([]string, 0, len(failed))
-		for _, f := range failed {
-			parts = append(parts, f.Name+": "+f.Error)
-		}
-		return report, fmt.Errorf("refresher: %d of %d tokens failed: %s", len(failed), len(rows), strings.Join(parts, "; "))
+	// Bounded (invocation.MaxErrorBytes): the rows are in the report and each token's log line.
+	if msg := report.FailureMessage(); msg != "" {
+		return report, errors.New("refresher: " + msg)
 	}
 	return report, nil
 }

@@ -48,6 +48,7 @@ type tokenRun struct {
 	hasQuota bool
 
 	note          string // said in the row and log besides the outcome (a stale edit merged)
+	persisted     string // the version this run saved as AWSCURRENT (persist)
 	wasReauth     bool   // re-seeded after needs_reauth in this run
 	movedToReauth bool   // this run committed needs_reauth
 	invalidEdit   bool   // AWSCURRENT is an invalid operator edit of a working token
@@ -92,7 +93,8 @@ func (t *tokenRun) run(j job) Row {
 			return row
 		}
 	}
-	for round := 0; round < 4; round++ {
+	waited := false
+	for round := 0; round < 5; round++ {
 		if t.hasRec {
 			in.rec = &t.rec
 		}
@@ -123,6 +125,15 @@ func (t *tokenRun) run(j job) Row {
 			continue
 		}
 		row := t.execute(a, &in)
+		if row.Outcome == OutcomeLeaseHeld && t.st.trigger == triggerEnsure && !waited {
+			// Another holder is refreshing this token: wait for its commit and answer from
+			// the record it leaves (not_due with the new expires_at), instead of sending the
+			// consumer to a secret that is not yet published.
+			waited = true
+			if t.waitLease() {
+				continue
+			}
+		}
 		if a.invalidEdit != "" {
 			t.invalidEdit = true
 			return invalidEditRow(row, in.current, a.invalidEdit)
@@ -130,6 +141,31 @@ func (t *tokenRun) run(j job) Row {
 		return row
 	}
 	return failed("the token's state kept changing during the run; the next run settles it")
+}
+
+// ensureWait bounds how long an ensure waits for another holder's refresh to commit.
+const ensureWait = 5 * time.Second
+
+// waitLease polls the record, with backoff, until no live lease is on it (true, t.rec is
+// the record then) or ensureWait, the invocation's deadline or a failed read ends the wait.
+func (t *tokenRun) waitLease() bool {
+	ctx, cancel := context.WithTimeout(t.ctx, ensureWait)
+	defer cancel()
+	backoff := 50 * time.Millisecond
+	for {
+		if !wait(ctx, backoff) {
+			return false
+		}
+		rec, err := t.e.opts.Ledger.Get(ctx, t.name)
+		if err != nil {
+			return false
+		}
+		if rec.LeaseHolder == "" || !rec.LeaseUntil.After(t.e.now()) {
+			t.rec, t.hasRec = rec, true
+			return true
+		}
+		backoff = min(2*backoff, 800*time.Millisecond)
+	}
 }
 
 // lookUp finds the private secret's AWSCURRENT id with ListSecrets (no value is read).
@@ -155,6 +191,14 @@ func (t *tokenRun) lookUp(in *planInput) (Row, bool) {
 func (t *tokenRun) execute(a action, in *planInput) Row {
 	switch a.kind {
 	case actNotDue:
+		if t.st.trigger == triggerEnsure && a.why != "" {
+			// Backing off or throttled: the consumer reads the published secret, and the
+			// row says why it was not refreshed. No provider call.
+			if t.rec.LastError == throttledFailure {
+				return Row{Outcome: OutcomeThrottled, Error: a.why}
+			}
+			return Row{Outcome: OutcomeNotDue, Error: a.why}
+		}
 		return Row{Outcome: OutcomeNotDue}
 	case actLeaseHeld:
 		return Row{Outcome: OutcomeLeaseHeld}
@@ -171,9 +215,7 @@ func (t *tokenRun) execute(a action, in *planInput) Row {
 	case actRecover:
 		return t.recover(in)
 	case actRefresh:
-		if a.labelFrom != "" {
-			t.label(t.rec.VersionID, a.labelFrom) // keep AWSCURRENT at most one step behind
-		}
+		// A lagging label needs no move first: the persist makes the new version AWSCURRENT.
 		t.log.InfoContext(t.ctx, "refreshing", "reason", a.why, "trigger", t.st.trigger.String())
 		return t.refresh()
 	}

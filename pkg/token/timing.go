@@ -3,6 +3,7 @@ package token
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"hash/fnv"
 	"sort"
 	"time"
 )
@@ -59,7 +60,9 @@ type Schedule struct {
 // Plan computes the schedule of a token whose access token was issued at issued, given the
 // private versions written in the last 24 h (writes, this one included).
 func (p *Private) Plan(issued time.Time, writes []time.Time) Schedule {
-	if p.AccessToken.IsZero() || p.ExpiresAt.IsZero() {
+	if p.AccessToken.IsZero() || p.ExpiresAt.IsZero() || !p.ExpiresAt.After(issued) {
+		// No access token, or one already expired (an adopted edit or late authorisation):
+		// due at once, not kept "on demand" for a day.
 		return Schedule{StaleAt: issued, NextDueAt: issued}
 	}
 	margin := p.Margin(issued)
@@ -71,10 +74,8 @@ func (p *Private) Plan(issued time.Time, writes []time.Time) Schedule {
 	} else {
 		s.NextDueAt = s.StaleAt
 	}
-	if !p.RefreshExpiresAt.IsZero() {
-		if r := p.RefreshExpiresAt.Add(-RefreshTokenWarning); r.Before(s.NextDueAt) {
-			s.NextDueAt = r
-		}
+	if r, ok := p.keepAliveAt(issued); ok && r.Before(s.NextDueAt) {
+		s.NextDueAt = r
 	}
 	if next := BudgetFreeAt(issued, writes, p.MaxWrites()); next.After(s.NextDueAt) {
 		s.NextDueAt = next
@@ -83,6 +84,39 @@ func (p *Private) Plan(issued time.Time, writes []time.Time) Schedule {
 		s.NextDueAt = issued
 	}
 	return s
+}
+
+// keepAliveAt is when the refresh token must be refreshed to stay alive (docs/design.md §3):
+// as it enters its last RefreshTokenWarning (7 days); one that had no more than that left at
+// issued (a 3-day refresh token) when half of what it had is gone, so a short-lived refresh
+// token is kept alive from its own lifetime instead of being due at every sweep.
+func (p *Private) keepAliveAt(issued time.Time) (time.Time, bool) {
+	if p.RefreshExpiresAt.IsZero() {
+		return time.Time{}, false
+	}
+	if r := p.RefreshExpiresAt.Add(-RefreshTokenWarning); r.After(issued) {
+		return r, true
+	}
+	return issued.Add(p.RefreshExpiresAt.Sub(issued) / 2), true
+}
+
+// SpreadFraction: Spread moves a due time by at most 1/SpreadFraction of the margin.
+const SpreadFraction = 10
+
+// Spread moves a due time that starts the margin (due = expires_at - margin) later by a
+// deterministic share (a hash of key, e.g. name and generation) of up to a tenth of the
+// margin: tokens adopted or refreshed together leave lockstep, so their writes stop
+// arriving in one burst. Later, inside the margin, rather than earlier: the access token
+// still has nine tenths of its margin left, and the token is never refreshed more often
+// than its lifetime says (a 24 h Sahamati token stays at two calls a day).
+func Spread(due time.Time, key string, margin time.Duration) time.Time {
+	span := uint64(margin / SpreadFraction)
+	if span == 0 {
+		return due
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(key))
+	return due.Add(time.Duration(h.Sum64() % span))
 }
 
 // BudgetFreeAt is the first time at or after now when one more private version fits in the

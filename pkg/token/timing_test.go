@@ -1,6 +1,7 @@
 package token
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -29,6 +30,14 @@ func TestPlan(t *testing.T) {
 		{name: "refresh token expiring within 7 days", doc: doc(24*time.Hour, func(p *Private) { p.RefreshExpiresAt = now.Add(7*24*time.Hour + time.Hour) }), wantStale: 12 * time.Hour, wantNext: time.Hour},
 		{name: "a tighter budget makes a 1 h token on demand", doc: doc(time.Hour, func(p *Private) { p.Policy.MaxWritesPerDay = 24 }), wantStale: 30 * time.Minute, wantNext: KeepAliveInterval, wantOnDemand: true},
 		{name: "no access token: due now", doc: &Private{Status: StatusActive}, wantStale: 0, wantNext: 0},
+		// Issue 18 timing defect 2: an adopted document whose access token has expired is
+		// due at once (was: on demand, next refresh 24 h away).
+		{name: "access token already expired: due now", doc: doc(-time.Hour, nil), wantStale: 0, wantNext: 0},
+		{name: "access token expiring now: due now", doc: doc(0, nil), wantStale: 0, wantNext: 0},
+		// Issue 18 timing defect 1: a 3-day refresh token is kept alive from its own
+		// lifetime (due at half of it), so the 24 h token's 12 h schedule stands (was: due now).
+		{name: "3-day refresh token: every 12 h", doc: doc(24*time.Hour, func(p *Private) { p.RefreshExpiresAt = now.Add(3 * 24 * time.Hour) }), wantStale: 12 * time.Hour, wantNext: 12 * time.Hour},
+		{name: "refresh token with 20 h left: due at half of it", doc: doc(24*time.Hour, func(p *Private) { p.RefreshExpiresAt = now.Add(20 * time.Hour) }), wantStale: 12 * time.Hour, wantNext: 10 * time.Hour},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -118,5 +127,28 @@ func TestMaxWritesPerDayValidated(t *testing.T) {
 		if (err == nil) != tc.want {
 			t.Errorf("max_writes_per_day %d: err %v, want ok %v", tc.n, err, tc.want)
 		}
+	}
+}
+
+func TestSpread(t *testing.T) {
+	due := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	margin := 12 * time.Hour
+	seen := map[time.Time]bool{}
+	for i := 0; i < 100; i++ {
+		key := fmt.Sprintf("token-%03d/1", i)
+		got := Spread(due, key, margin)
+		if got.Before(due) || !got.Before(due.Add(margin/SpreadFraction)) {
+			t.Fatalf("%s: got %v, want within a tenth of the margin after %v", key, got, due)
+		}
+		if again := Spread(due, key, margin); !again.Equal(got) {
+			t.Fatalf("%s: got %v then %v, want the same (deterministic)", key, got, again)
+		}
+		seen[got] = true
+	}
+	if len(seen) < 90 {
+		t.Errorf("got %d distinct due times of 100 tokens, want them spread", len(seen))
+	}
+	if got := Spread(due, "x", 0); !got.Equal(due) {
+		t.Errorf("no margin: got %v, want %v", got, due)
 	}
 }
