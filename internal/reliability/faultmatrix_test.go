@@ -482,10 +482,10 @@ type mxVerdict struct {
 	// inherent: killed between the provider's answer and the first durable write, with no
 	// reuse grace: the rotated token died with the process. No client can keep it; the token
 	// must end needs_reauth without the spent token presented again (I1 holds).
-	inherent bool
-	expected                                      bool // failed, and a known engine defect
-	passedKnown                                   bool // a known engine defect that now passes
-	failed                                        bool
+	inherent    bool
+	expected    bool // failed, and a known engine defect
+	passedKnown bool // a known engine defect that now passes
+	failed      bool
 }
 
 func (c *mxCase) runCase(s mxCaseSpec) mxVerdict {
