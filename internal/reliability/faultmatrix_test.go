@@ -75,6 +75,8 @@ type mxCall struct {
 	op    string // X-Amz-Target
 	occ   int    // occurrence of op in the invocation, from 1
 	tag   string // what the request touched (never a value)
+	// occTag is the occurrence of (op, tag): the same kind of call on the same target.
+	occTag int
 }
 
 func (c mxCall) String() string {
@@ -129,33 +131,41 @@ type mxFault struct {
 
 // mxHooks is what a fault's rules call back into.
 type mxHooks struct {
+	prefix string // the installation's secret prefix
 	kill func(op string) // SIGKILL the function (bootstrap mode), once
 	hold func(op string) // hold an applied request's answer past the lease (engine mode)
 }
 
-// at selects call c: its operation, skipping the occurrences before it.
+// at selects call c and every later request of its operation (for Times 1, c alone).
 func at(c mxCall, r faultproxy.Rule) faultproxy.Rule {
 	r.Op, r.Skip = c.op, c.occ-1
 	return r
 }
 
-// sdkAttempts is the SDK's default attempts per call (neither the engine nor the bootstrap
-// changes it): a 500 on each of them is one failed call as the engine sees it.
-const sdkAttempts = 3
+// atKind selects call c, its retries and every later call of its kind (operation and
+// target), and no other: a fault of that call's resource, not of the whole service.
+func atKind(c mxCall, prefix string, r faultproxy.Rule) faultproxy.Rule {
+	r.Op, r.Skip = c.op, c.occTag-1
+	r.Match = func(b []byte) bool { return mxTag(prefix, b) == c.tag }
+	return r
+}
 
+// The faults. 500 and AccessDenied hit the call and its kind (so a retry of it fails too,
+// and the other calls pass: a commit refused while the release goes through); throttling
+// hits the operation, whatever its target, from that call to the end of the invocation.
 var mxFaults = []mxFault{
-	{name: "500", mode: mxEngine, rules: func(c mxCall, _ *mxHooks) []faultproxy.Rule {
+	{name: "500", mode: mxEngine, rules: func(c mxCall, h *mxHooks) []faultproxy.Rule {
 		e := faultproxy.InternalServiceError()
 		if c.service() == faultproxy.DynamoDB {
 			e = faultproxy.InternalServerError()
 		}
-		return []faultproxy.Rule{at(c, faultproxy.Rule{Times: sdkAttempts, Error: e})}
+		return []faultproxy.Rule{atKind(c, h.prefix, faultproxy.Rule{Error: e})}
 	}},
 	{name: "throttled", mode: mxEngine, rules: func(c mxCall, _ *mxHooks) []faultproxy.Rule {
 		return []faultproxy.Rule{at(c, faultproxy.Rule{Error: faultproxy.ThrottlingError(c.service())})}
 	}},
-	{name: "denied", mode: mxEngine, rules: func(c mxCall, _ *mxHooks) []faultproxy.Rule {
-		return []faultproxy.Rule{at(c, faultproxy.Rule{Error: faultproxy.AccessDenied(c.service())})}
+	{name: "denied", mode: mxEngine, rules: func(c mxCall, h *mxHooks) []faultproxy.Rule {
+		return []faultproxy.Rule{atKind(c, h.prefix, faultproxy.Rule{Error: faultproxy.AccessDenied(c.service())})}
 	}},
 	{name: "answer-lost", mode: mxEngine, rules: func(c mxCall, _ *mxHooks) []faultproxy.Rule {
 		return []faultproxy.Rule{at(c, faultproxy.Rule{Times: 1, Drop: faultproxy.DropAfterForward})}
@@ -456,11 +466,12 @@ func mxDiscover(t *testing.T, p mxPath, mode mxMode) []mxCall {
 	if len(events) != len(tags) {
 		t.Fatalf("proxy logged %d requests, the recorder saw %d", len(events), len(tags))
 	}
-	occ := map[string]int{}
+	occ, occTag := map[string]int{}, map[string]int{}
 	calls := make([]mxCall, len(events))
 	for i, ev := range events {
 		occ[ev.Op]++
-		calls[i] = mxCall{index: i + 1, op: ev.Op, occ: occ[ev.Op], tag: tags[i]}
+		occTag[ev.Op+" "+tags[i]]++
+		calls[i] = mxCall{index: i + 1, op: ev.Op, occ: occ[ev.Op], tag: tags[i], occTag: occTag[ev.Op+" "+tags[i]]}
 	}
 	c.settle(nil) // the discovery token is judged too
 	return calls
@@ -478,6 +489,7 @@ func (s mxCaseSpec) name() string { return s.path.name + "/" + s.call.String() +
 // mxVerdict is what one case found.
 type mxVerdict struct {
 	ran                                           bool
+	wentBack                                      string
 	lost, twice, violated, unsettled, setupFailed bool
 	// inherent: killed between the provider's answer and the first durable write, with no
 	// reuse grace: the rotated token died with the process. No client can keep it; the token
@@ -496,7 +508,9 @@ func (c *mxCase) runCase(s mxCaseSpec) mxVerdict {
 		return c.judge(s, v)
 	}
 	var fired atomic.Int32
+	heldGen := int64(-1) // the access secret's generation after the second invocation
 	h := &mxHooks{
+		prefix: c.e.prefix,
 		kill: func(string) {
 			if fired.Add(1) == 1 {
 				_ = c.emu.Kill() // SIGKILL; returns once the process is gone
@@ -516,6 +530,7 @@ func (c *mxCase) runCase(s mxCaseSpec) mxVerdict {
 			<-time.After(wait + 100*time.Millisecond)
 			got := c.runEngine(c.engB, scheduledEvent)
 			c.t.Logf("second invocation while the answer was held: %v", got)
+			heldGen = c.accessGeneration()
 		},
 	}
 	var removes []func()
@@ -527,6 +542,11 @@ func (c *mxCase) runCase(s mxCaseSpec) mxVerdict {
 		rm()
 	}
 	c.t.Logf("faulted run: %v", got)
+	// The runs' own I3 check compares each run's start and end; a holder whose answer was
+	// held ends after the second invocation, so its going back is seen here.
+	if g := c.accessGeneration(); heldGen >= 0 && g < heldGen {
+		v.wentBack = fmt.Sprintf("invariant I3 %s: the held holder moved the access secret back from generation %d (published by the second invocation) to %d", c.name, heldGen, g)
+	}
 	if fired.Load() == 0 && (s.fault.mode == mxBootstrap || s.fault.name == "answer-late") {
 		// The call list is the clean run's; a run that took another way never met the call.
 		c.t.Logf("the faulted call was not made (the run took another way)")
@@ -564,11 +584,24 @@ func (c *mxCase) settled() bool {
 	if err != nil || !ok || rec.VersionID == "" || rec.Inflight != nil || rec.LeaseHolder != "" {
 		return false
 	}
-	if rec.PublishedGeneration != rec.Generation {
+	if rec.PublishedGeneration != rec.Generation || c.accessGeneration() != rec.Generation {
 		return false
 	}
 	cur, err := c.e.store.GetCurrent(context.Background(), c.e.prefix+"private/"+c.name)
 	return err == nil && cur.ID == rec.VersionID
+}
+
+// accessGeneration is the generation the access secret's AWSCURRENT carries; -1 if none.
+func (c *mxCase) accessGeneration() int64 {
+	v, err := c.e.store.GetCurrent(context.Background(), c.e.prefix+"access/"+c.name)
+	if err != nil {
+		return -1
+	}
+	a, err := token.ParseAccess([]byte(v.Value.Reveal()))
+	if err != nil {
+		return -1
+	}
+	return a.Generation
 }
 
 // judge checks I1–I5 now (the env's own check at cleanup is then waived, so nothing is
@@ -584,6 +617,10 @@ func (c *mxCase) judge(s mxCaseSpec, v mxVerdict) mxVerdict {
 	}
 	v.ran = true
 	var lines []string
+	if v.wentBack != "" {
+		v.violated = true
+		lines = append(lines, v.wentBack)
+	}
 	if err != nil {
 		lines = append(lines, err.Error())
 	}
