@@ -131,9 +131,9 @@ type mxFault struct {
 
 // mxHooks is what a fault's rules call back into.
 type mxHooks struct {
-	prefix string // the installation's secret prefix
-	kill func(op string) // SIGKILL the function (bootstrap mode), once
-	hold func(op string) // hold an applied request's answer past the lease (engine mode)
+	prefix string          // the installation's secret prefix
+	kill   func(op string) // SIGKILL the function (bootstrap mode), once
+	hold   func(op string) // hold an applied request's answer past the lease (engine mode)
 }
 
 // at selects call c and every later request of its operation (for Times 1, c alone).
@@ -508,7 +508,8 @@ func (c *mxCase) runCase(s mxCaseSpec) mxVerdict {
 		return c.judge(s, v)
 	}
 	var fired atomic.Int32
-	heldGen := int64(-1) // the access secret's generation after the second invocation
+	var heldGen atomic.Int64 // the access secret's generation after the second invocation
+	heldGen.Store(-1)
 	h := &mxHooks{
 		prefix: c.e.prefix,
 		kill: func(string) {
@@ -530,7 +531,7 @@ func (c *mxCase) runCase(s mxCaseSpec) mxVerdict {
 			<-time.After(wait + 100*time.Millisecond)
 			got := c.runEngine(c.engB, scheduledEvent)
 			c.t.Logf("second invocation while the answer was held: %v", got)
-			heldGen = c.accessGeneration()
+			heldGen.Store(c.accessGeneration())
 		},
 	}
 	var removes []func()
@@ -544,8 +545,8 @@ func (c *mxCase) runCase(s mxCaseSpec) mxVerdict {
 	c.t.Logf("faulted run: %v", got)
 	// The runs' own I3 check compares each run's start and end; a holder whose answer was
 	// held ends after the second invocation, so its going back is seen here.
-	if g := c.accessGeneration(); heldGen >= 0 && g < heldGen {
-		v.wentBack = fmt.Sprintf("invariant I3 %s: the held holder moved the access secret back from generation %d (published by the second invocation) to %d", c.name, heldGen, g)
+	if g, held := c.accessGeneration(), heldGen.Load(); held >= 0 && g < held {
+		v.wentBack = fmt.Sprintf("invariant I3 %s: the held holder moved the access secret back from generation %d (published by the second invocation) to %d", c.name, held, g)
 	}
 	if fired.Load() == 0 && (s.fault.mode == mxBootstrap || s.fault.name == "answer-late") {
 		// The call list is the clean run's; a run that took another way never met the call.
