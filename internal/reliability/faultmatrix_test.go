@@ -81,7 +81,7 @@ type mxCall struct {
 }
 
 func (c mxCall) String() string {
-	op := strings.NewReplacer("secretsmanager.", "sm.", "DynamoDB_20120810.", "ddb.").Replace(c.op)
+	op := strings.NewReplacer("secretsmanager.", "sm.", "DynamoDB_20120810.", "ddb.", "TrentService.", "kms.").Replace(c.op)
 	s := fmt.Sprintf("%02d_%s#%d", c.index, op, c.occ)
 	if c.tag != "" {
 		s += "_" + c.tag
@@ -113,6 +113,7 @@ func mxTag(prefix string, body []byte) string {
 		{refresher.PendingStage, "pending"},
 		{`"MoveToVersionId"`, "move"},
 		{"prev_version_id", "commit"},
+		{`"escrow"`, "escrow"},
 	} {
 		if strings.Contains(s, k.sub) {
 			tags = append(tags, k.tag)
@@ -157,8 +158,11 @@ func atKind(c mxCall, prefix string, r faultproxy.Rule) faultproxy.Rule {
 var mxFaults = []mxFault{
 	{name: "500", mode: mxEngine, rules: func(c mxCall, h *mxHooks) []faultproxy.Rule {
 		e := faultproxy.InternalServiceError()
-		if c.service() == faultproxy.DynamoDB {
+		switch {
+		case c.service() == faultproxy.DynamoDB:
 			e = faultproxy.InternalServerError()
+		case !strings.HasPrefix(c.op, "secretsmanager."):
+			e = faultproxy.InternalFailure() // KMS (the escrow) and any service added later
 		}
 		return []faultproxy.Rule{atKind(c, h.prefix, faultproxy.Rule{Error: e})}
 	}},
