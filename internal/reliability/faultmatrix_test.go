@@ -2,6 +2,7 @@ package reliability_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -98,7 +99,7 @@ func (c mxCall) service() faultproxy.Service {
 }
 
 // mxTag says what a request touched, from its body: the secret (private or access), read by
-// version id, written under the pending label, a label move, a commit. Never a value.
+// version id, the labels a write puts on its version, a label move, a commit. Never a value.
 func mxTag(prefix string, body []byte) string {
 	s := string(body)
 	var tags []string
@@ -108,12 +109,16 @@ func mxTag(prefix string, body []byte) string {
 	case strings.Contains(s, prefix+"access/"):
 		tags = append(tags, "access")
 	}
+	var put struct{ VersionStages []string } // PutSecretValue's labels; nothing else is kept
+	if json.Unmarshal(body, &put) == nil {
+		for _, st := range put.VersionStages {
+			tags = append(tags, strings.ToLower(st))
+		}
+	}
 	for _, k := range []struct{ sub, tag string }{
 		{`"VersionId"`, "by-id"},
-		{refresher.PendingStage, "pending"},
 		{`"MoveToVersionId"`, "move"},
 		{"prev_version_id", "commit"},
-		{`"escrow"`, "escrow"},
 	} {
 		if strings.Contains(s, k.sub) {
 			tags = append(tags, k.tag)
@@ -867,40 +872,40 @@ func TestFaultMatrix(t *testing.T) {
 // says so in its log and in the summary line. Empty this table once the engine fixes
 // (branch fix17) are merged: case names follow the call list, which those fixes change.
 var knownEngineDefects = map[string]string{
-	"adopt-edit/07_ddb.TransactWriteItems#2/answer-late":                     defectStale,
-	"adopt-edit/08_sm.GetSecretValue#3_private-by-id/answer-late":            defectStale,
-	"adopt/06_ddb.TransactWriteItems#1/answer-late":                          defectStale,
-	"adopt/07_sm.PutSecretValue#1_private-pending/500":                       defectNoEscrow,
-	"adopt/07_sm.PutSecretValue#1_private-pending/denied":                    defectNoEscrow,
-	"adopt/07_sm.PutSecretValue#1_private-pending/killed-before":             defectNoGraceRespend,
-	"adopt/07_sm.PutSecretValue#1_private-pending/throttled":                 defectNoEscrow,
-	"ensure/03_ddb.TransactWriteItems#1/answer-late":                         defectStale,
-	"ensure/04_sm.PutSecretValue#1_private-pending/500":                      defectNoEscrow,
-	"ensure/04_sm.PutSecretValue#1_private-pending/denied":                   defectNoEscrow,
-	"ensure/04_sm.PutSecretValue#1_private-pending/killed-before":            defectNoGraceRespend,
-	"ensure/04_sm.PutSecretValue#1_private-pending/throttled":                defectNoEscrow,
-	"recover-saved/04_sm.GetSecretValue#1_private-by-id/500":                 defectReadAsAbsent,
-	"recover-saved/04_sm.GetSecretValue#1_private-by-id/denied":              defectReadAsAbsent,
-	"recover-saved/04_sm.GetSecretValue#1_private-by-id/throttled":           defectReadAsAbsent,
-	"recover-saved/05_ddb.UpdateItem#1_commit/500":                           defectReleaseDropsEvidence,
-	"recover-saved/05_ddb.UpdateItem#1_commit/denied":                        defectReleaseDropsEvidence,
-	"recover-unsaved/07_sm.PutSecretValue#1_private-pending/500":             defectNoEscrow,
-	"recover-unsaved/07_sm.PutSecretValue#1_private-pending/denied":          defectNoEscrow,
-	"recover-unsaved/07_sm.PutSecretValue#1_private-pending/killed-before":   defectNoGraceRespend,
-	"recover-unsaved/07_sm.PutSecretValue#1_private-pending/throttled":       defectNoEscrow,
-	"refresh/04_ddb.TransactWriteItems#1/answer-late":                        defectStale,
-	"refresh/05_sm.PutSecretValue#1_private-pending/500":                     defectNoEscrow,
-	"refresh/05_sm.PutSecretValue#1_private-pending/denied":                  defectNoEscrow,
-	"refresh/05_sm.PutSecretValue#1_private-pending/killed-before":           defectNoGraceRespend,
-	"refresh/05_sm.PutSecretValue#1_private-pending/throttled":               defectNoEscrow,
-	"roll-forward/03_ddb.TransactWriteItems#1/answer-late":                   defectStale,
-	"roll-forward/04_sm.GetSecretValue#1_private-by-id/answer-late":          defectStale,
-	"roll-forward/05_sm.UpdateSecretVersionStage#1_private-move/answer-late": defectStale,
-	"sweep/03_ddb.TransactWriteItems#1/answer-late":                          defectStale,
-	"sweep/04_sm.PutSecretValue#1_private-pending/500":                       defectNoEscrow,
-	"sweep/04_sm.PutSecretValue#1_private-pending/denied":                    defectNoEscrow,
-	"sweep/04_sm.PutSecretValue#1_private-pending/killed-before":             defectNoGraceRespend,
-	"sweep/04_sm.PutSecretValue#1_private-pending/throttled":                 defectNoEscrow,
+	"adopt-edit/07_ddb.TransactWriteItems#2/answer-late":                      defectStale,
+	"adopt-edit/08_sm.GetSecretValue#3_private-by-id/answer-late":             defectStale,
+	"adopt/06_ddb.TransactWriteItems#1/answer-late":                           defectStale,
+	"adopt/07_sm.PutSecretValue#1_private-tr_pending/500":                     defectNoEscrow,
+	"adopt/07_sm.PutSecretValue#1_private-tr_pending/denied":                  defectNoEscrow,
+	"adopt/07_sm.PutSecretValue#1_private-tr_pending/killed-before":           defectNoGraceRespend,
+	"adopt/07_sm.PutSecretValue#1_private-tr_pending/throttled":               defectNoEscrow,
+	"ensure/03_ddb.TransactWriteItems#1/answer-late":                          defectStale,
+	"ensure/04_sm.PutSecretValue#1_private-tr_pending/500":                    defectNoEscrow,
+	"ensure/04_sm.PutSecretValue#1_private-tr_pending/denied":                 defectNoEscrow,
+	"ensure/04_sm.PutSecretValue#1_private-tr_pending/killed-before":          defectNoGraceRespend,
+	"ensure/04_sm.PutSecretValue#1_private-tr_pending/throttled":              defectNoEscrow,
+	"recover-saved/04_sm.GetSecretValue#1_private-by-id/500":                  defectReadAsAbsent,
+	"recover-saved/04_sm.GetSecretValue#1_private-by-id/denied":               defectReadAsAbsent,
+	"recover-saved/04_sm.GetSecretValue#1_private-by-id/throttled":            defectReadAsAbsent,
+	"recover-saved/05_ddb.UpdateItem#1_commit/500":                            defectReleaseDropsEvidence,
+	"recover-saved/05_ddb.UpdateItem#1_commit/denied":                         defectReleaseDropsEvidence,
+	"recover-unsaved/07_sm.PutSecretValue#1_private-tr_pending/500":           defectNoEscrow,
+	"recover-unsaved/07_sm.PutSecretValue#1_private-tr_pending/denied":        defectNoEscrow,
+	"recover-unsaved/07_sm.PutSecretValue#1_private-tr_pending/killed-before": defectNoGraceRespend,
+	"recover-unsaved/07_sm.PutSecretValue#1_private-tr_pending/throttled":     defectNoEscrow,
+	"refresh/04_ddb.TransactWriteItems#1/answer-late":                         defectStale,
+	"refresh/05_sm.PutSecretValue#1_private-tr_pending/500":                   defectNoEscrow,
+	"refresh/05_sm.PutSecretValue#1_private-tr_pending/denied":                defectNoEscrow,
+	"refresh/05_sm.PutSecretValue#1_private-tr_pending/killed-before":         defectNoGraceRespend,
+	"refresh/05_sm.PutSecretValue#1_private-tr_pending/throttled":             defectNoEscrow,
+	"roll-forward/03_ddb.TransactWriteItems#1/answer-late":                    defectStale,
+	"roll-forward/04_sm.GetSecretValue#1_private-by-id/answer-late":           defectStale,
+	"roll-forward/05_sm.UpdateSecretVersionStage#1_private-move/answer-late":  defectStale,
+	"sweep/03_ddb.TransactWriteItems#1/answer-late":                           defectStale,
+	"sweep/04_sm.PutSecretValue#1_private-tr_pending/500":                     defectNoEscrow,
+	"sweep/04_sm.PutSecretValue#1_private-tr_pending/denied":                  defectNoEscrow,
+	"sweep/04_sm.PutSecretValue#1_private-tr_pending/killed-before":           defectNoGraceRespend,
+	"sweep/04_sm.PutSecretValue#1_private-tr_pending/throttled":               defectNoEscrow,
 }
 
 // The causes, one per distinct defect.
