@@ -151,3 +151,10 @@ func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, op string, e 
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }
+
+// AccessDenied is either service's refusal after a policy or key change (400
+// AccessDeniedException), which the SDK does not retry.
+func AccessDenied(s Service) *AWSError {
+	return &AWSError{Status: http.StatusBadRequest, Type: errorType(s, "AccessDeniedException"),
+		Message: "User is not authorized to perform this action"}
+}

@@ -523,6 +523,10 @@ func TestErrorsAreTyped(t *testing.T) {
 			func(error) bool { return true }},
 		{"internal failure", opGetItem, faultproxy.InternalFailure(), getItem, "InternalFailure",
 			func(error) bool { return true }},
+		{"dynamodb access denied", opGetItem, faultproxy.AccessDenied(faultproxy.DynamoDB), getItem, "AccessDeniedException",
+			func(error) bool { return true }}, // not modelled by DynamoDB: code only
+		{"secrets access denied", opGetSecret, faultproxy.AccessDenied(faultproxy.SecretsManager), getSecret, "AccessDeniedException",
+			func(error) bool { return true }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
