@@ -125,6 +125,7 @@ func TestFunction(t *testing.T) {
 		{"SECRET_PREFIX", "SecretPrefix", "token-refresher/"},
 		{"SWEEP_INTERVAL", "SweepInterval", "5m"},
 		{"CONCURRENCY", "Concurrency", "8"},
+		{"WRITE_RATE", "WriteRate", "40"},
 	} {
 		if got := refOf(env[c.env]); got != c.ref {
 			t.Errorf("env %s: got %v, want !Ref %s", c.env, env[c.env], c.ref)
@@ -148,8 +149,8 @@ func TestFunction(t *testing.T) {
 			t.Errorf("env %s missing (values: TestScheduleIntervalDerived, TestEscrowKey)", k)
 		}
 	}
-	if len(env) != 8 {
-		t.Errorf("environment: got %d variables, want 8 (%v)", len(env), env)
+	if len(env) != 9 {
+		t.Errorf("environment: got %d variables, want 9 (%v)", len(env), env)
 	}
 }
 

@@ -180,6 +180,7 @@ func FunctionEnv(table, prefix, escrowKey string) []string {
 		"SCHEDULE_INTERVAL=12h",
 		"SWEEP_INTERVAL=5m",
 		"CONCURRENCY=8",
+		"WRITE_RATE=40",
 		"EVENT_BUS_NAME=default",
 		"KMS_KEY_ID=", // no customer-managed key by default
 		"ESCROW_KEY_ID=" + escrowKey,

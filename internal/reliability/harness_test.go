@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/seed-502fa48b/token-refresher/internal/awsemu"
@@ -27,6 +28,7 @@ import (
 	"github.com/seed-502fa48b/token-refresher/internal/lambdaemu"
 	"github.com/seed-502fa48b/token-refresher/internal/leakscan"
 	"github.com/seed-502fa48b/token-refresher/internal/providersim"
+	"github.com/seed-502fa48b/token-refresher/pkg/escrow"
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/refresher"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
@@ -81,6 +83,9 @@ type env struct {
 	ddb    *dynamodb.Client
 	store  *secretstore.Store
 	ledger *ledger.Ledger
+	// escrowKey is the KMS key (in moto) the engines escrow refused refresh tokens with, as
+	// the template always gives the function one.
+	escrowKey string
 
 	// What the invariants (issue 17) are checked against after the test.
 	runs     *invariant.Runs
@@ -253,6 +258,11 @@ func newEnv(t *testing.T) *env {
 	}
 	e.store = secretstore.New(e.sm)
 	e.ledger = ledger.New(e.ddb, ledger.Options{Table: e.table})
+	key, err := kms.NewFromConfig(cfg).CreateKey(context.Background(), &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.escrowKey = aws.ToString(key.KeyMetadata.Arn)
 	e.runs = invariant.NewRuns(e.ledger, e.store, e.prefix, nil)
 	t.Cleanup(e.checkInvariants)
 	return e
@@ -265,6 +275,7 @@ func (e *env) functionEnv(extra ...string) []string {
 		"AWS_ENDPOINT_URL="+e.proxy.URL(),
 		"STATE_TABLE="+e.table,
 		"SECRET_PREFIX="+e.prefix,
+		"ESCROW_KEY_ID="+e.escrowKey,
 		"PROVIDER_TIMEOUT=2s",
 		"PROVIDER_ATTEMPTS=2",
 		"PROVIDER_BACKOFF=50ms",
@@ -341,7 +352,12 @@ func (e *env) engine(now func() time.Time, tune func(*refresher.Options)) *refre
 	e.t.Helper()
 	cfg := awsemu.Shared(e.t).AWSConfig(e.t)
 	cfg.BaseEndpoint = aws.String(e.proxy.URL())
+	sealer, err := escrow.New(kms.NewFromConfig(cfg), escrow.Options{KeyID: e.escrowKey})
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	opts := refresher.Options{
+		Sealer:          sealer,
 		Secrets:         secretstore.New(secretsmanager.NewFromConfig(cfg)),
 		Ledger:          ledger.New(dynamodb.NewFromConfig(cfg), ledger.Options{Table: e.table, Now: now}),
 		Prefix:          e.prefix,

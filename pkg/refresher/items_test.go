@@ -531,6 +531,7 @@ func TestExpiredEditDueAtOnce(t *testing.T) {
 	edit["access_token"] = "expired-" + randID()
 	edit["token_type"] = "Bearer"
 	edit["expires_at"] = clock.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	edit["authorized_at"] = clock.Now().UTC().Format(time.RFC3339) // a new authorisation (docs/design.md §2)
 	e.edit("exp", edit)
 	before := sim.Requests()
 	r := row(t, e.scheduled(), "exp")
