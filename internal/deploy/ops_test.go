@@ -29,6 +29,7 @@ var contractMetrics = []string{
 	"Outcomes", "NeedsReauth", "Throttled", "QuotaExhausted", "Failed", "InvalidConfig",
 	"SecretsManagerThrottled", "Reconciled", "Swept", "SecondsToExpiry", "DaysToCredentialExpiry",
 	"DaysToRefreshTokenExpiry", "WriteBudgetUsedPercent", "QuotaUsed", "QuotaUsedPercent",
+	"Backlog",
 }
 
 type alarmWant struct {
@@ -56,6 +57,8 @@ func TestAlarms(t *testing.T) {
 		{"TokenRefresher", "Reconciled", "Sum", "LessThanThreshold", "1", "breaching", "", "2", nil},
 		count("NeedsReauth"), count("InvalidConfig"), count("Failed"), count("Throttled"),
 		count("QuotaExhausted"), count("SecretsManagerThrottled"),
+		// Deferred tokens left by every run for three sweeps in a row (not the Errors alarm).
+		{"TokenRefresher", "Backlog", "Minimum", "GreaterThanOrEqualToThreshold", "1", "notBreaching", "300", "3", nil},
 		gauge("DaysToCredentialExpiry", "Minimum", "LessThanThreshold", "7"),
 		gauge("DaysToRefreshTokenExpiry", "Minimum", "LessThanThreshold", "7"),
 		gauge("WriteBudgetUsedPercent", "Maximum", "GreaterThanThreshold", "80"),
