@@ -62,7 +62,8 @@ type mergedEdit struct {
 // that carries another refresh token, or one of our version ids other than the committed
 // one, is a copy: it gives its provider and policy settings and keeps the committed refresh
 // token. Anything else is adopted whole.
-func mergeEdit(committed *token.Private, committedID string, edit *token.Private, chainDead bool) mergedEdit {
+func mergeEdit(committed *token.Private, committedID string, edit *token.Private, recStatus string) mergedEdit {
+	chainDead := recStatus == token.StatusNeedsReauth
 	if committed == nil {
 		return mergedEdit{doc: edit.Clone(), stale: edit.VersionID != "" && edit.VersionID != committedID, newRefreshToken: true}
 	}
@@ -109,7 +110,7 @@ func (t *tokenRun) adoptEdit(editID string, edit *token.Private) (force bool, er
 		// A failed read is not absence: the edit could be a stale copy (docs/design.md §4).
 		return false, fmt.Errorf("adopt operator edit: %w", cerr)
 	}
-	m := mergeEdit(committed, t.rec.VersionID, edit, t.rec.Status == token.StatusNeedsReauth)
+	m := mergeEdit(committed, t.rec.VersionID, edit, t.rec.Status)
 	if err := t.claimLease(); err != nil {
 		return false, err
 	}

@@ -23,19 +23,28 @@ import (
 var errTakenOver = errors.New("the lease ended before the new version was saved; the next run recovers it")
 
 // claimRefresh takes the lease and one quota unit in one transaction (step 1 of a refresh).
-func (t *tokenRun) claimRefresh() error { return t.claim(t.quotaUnit(), false) }
+func (t *tokenRun) claimRefresh() error { return t.claim(t.quotaUnit(), claimForRefresh) }
 
 // claimLease takes the lease alone: to recover or adopt without a provider call.
-func (t *tokenRun) claimLease() error { return t.claim(nil, false) }
+func (t *tokenRun) claimLease() error { return t.claim(nil, claimForRefresh) }
 
 // claimRepair takes the lease for a repair that writes no private version (label, publish):
 // no refresh in flight is recorded, so none is left behind.
-func (t *tokenRun) claimRepair() error { return t.claim(nil, true) }
+func (t *tokenRun) claimRepair() error { return t.claim(nil, claimForRepair) }
+
+// claimPurpose says what a lease is taken for: a refresh (or recovery, adoption) records the
+// refresh in flight; a repair writes no private version and records none.
+type claimPurpose int
+
+const (
+	claimForRefresh claimPurpose = iota
+	claimForRepair
+)
 
 // claim takes the lease, and quota unit q when not nil, in one transaction. It holds only on
 // the record as read: the same generation, and a refresh in flight exactly when the record
 // showed one (a recovery's claim).
-func (t *tokenRun) claim(q *ledger.QuotaReservation, repair bool) error {
+func (t *tokenRun) claim(q *ledger.QuotaReservation, purpose claimPurpose) error {
 	if t.holder != "" {
 		return nil
 	}
@@ -46,7 +55,7 @@ func (t *tokenRun) claim(q *ledger.QuotaReservation, repair bool) error {
 	}
 	c := ledger.Claim{
 		Name: t.name, Holder: holder, Generation: t.rec.Generation,
-		ExpectInflight: t.rec.Inflight != nil, LeaseOnly: repair && t.rec.Inflight == nil,
+		ExpectInflight: t.rec.Inflight != nil, LeaseOnly: purpose == claimForRepair && t.rec.Inflight == nil,
 		From: t.rec.VersionID, To: t.nextVersion(),
 		Quota: q,
 	}

@@ -133,7 +133,11 @@ func TestMergeEdit(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.edit.Provider.ClientID = "new"
-			m := mergeEdit(committed, "n5", &tc.edit, tc.dead)
+			status := token.StatusActive
+			if tc.dead {
+				status = token.StatusNeedsReauth
+			}
+			m := mergeEdit(committed, "n5", &tc.edit, status)
 			merged, stale := m.doc, m.stale
 			if stale != tc.wantStale {
 				t.Errorf("stale = %v, want %v", stale, tc.wantStale)
