@@ -46,7 +46,7 @@ type Config struct {
 	MotoURL        string        // a running moto (internal/awsemu); required
 	Tokens         int           // default 1000
 	WriteLimit     int           // writes/s the proxy allows (Secrets Manager's quota); default 50
-	Pace           float64       // client-side writes/s (secretstore.Options.WritesPerSecond); 0: unpaced, as the function is today
+	Pace           float64       // client-side writes/s (secretstore.Options.WritesPerSecond); 0: unpaced (the function paces at WRITE_RATE, default 40)
 	Concurrency    int           // the engine's CONCURRENCY; default 32
 	Deadline       time.Duration // real time one invocation may run; default 60s
 	SweepInterval  time.Duration // simulated time between two invocations; default 5m

@@ -29,7 +29,7 @@ func run(ctx context.Context) error {
 	var cfg loadtest.Config
 	flag.IntVar(&cfg.Tokens, "tokens", envInt("LOADTEST_TOKENS", 1000), "tokens due at once (LOADTEST_TOKENS)")
 	flag.IntVar(&cfg.WriteLimit, "write-limit", envInt("LOADTEST_WRITE_LIMIT", 50), "Secrets Manager writes/s the proxy allows (LOADTEST_WRITE_LIMIT)")
-	flag.Float64Var(&cfg.Pace, "pace", envFloat("LOADTEST_PACE", 0), "client-side writes/s in the secret store; 0 unpaced, as the function is today (LOADTEST_PACE)")
+	flag.Float64Var(&cfg.Pace, "pace", envFloat("LOADTEST_PACE", 40), "client-side writes/s in the secret store, as the function's WRITE_RATE (default 40); 0 unpaced (LOADTEST_PACE)")
 	flag.IntVar(&cfg.Concurrency, "concurrency", envInt("CONCURRENCY", 32), "the engine's CONCURRENCY (CONCURRENCY)")
 	flag.DurationVar(&cfg.Deadline, "deadline", envDuration("LOADTEST_DEADLINE", 60*time.Second), "real time one invocation may run (LOADTEST_DEADLINE)")
 	flag.DurationVar(&cfg.SweepInterval, "sweep", envDuration("LOADTEST_SWEEP", 5*time.Minute), "simulated time between invocations (LOADTEST_SWEEP)")
