@@ -162,16 +162,16 @@ func (e *env) rotatings() []*providersim.Rotating {
 	return out
 }
 
-// knownRespends are the existing tests that re-spend (or lose) a refresh token on today's
-// engine once the simulator is strict (issue 17). Until the engine is fixed their simulators
-// forgive reuse and I1/I2 are waived for them, so the suite stays green; TR_SEQ=1 runs them
-// strict with every invariant, as the TestSeq tests run.
+// knownRespends are the existing tests that still re-spend (or lose) a refresh token with a
+// strict simulator: the no-grace window after the provider rotated and before the first save
+// (docs/reliability.md), and a renewal refused while the rotated token is only in the process.
+// Their simulators forgive reuse and I1/I2 are waived for them, so the suite stays green;
+// TR_SEQ=1 runs them strict with every invariant, as the TestSeq tests run.
 var knownRespends = map[string]string{
-	"TestRecoveryReadFaultKeepsInflight":                        "issue 17 sequence 1: a failed read of the saved version is taken as absence and the spent refresh token is presented again",
-	"TestStaleHolder":                                           "issue 17 sequence 3: a holder past its lease still calls the provider; a recovery with no grace presents the spent token",
+	"TestStaleHolder": "after A's provider call with no reuse grace: A's rotated token is lost (inherent) and recovery presents the spent token once more (docs/reliability.md, the known window)",
 	"TestCrashMatrix/provider_answered,_not_persisted/grace=0s": "recovery with no reuse grace presents the spent refresh token (the chain is revoked instead of marked needs_reauth without a call)",
 	"TestLostProviderResponse/grace=0s":                         "recovery with no reuse grace presents the spent refresh token (the chain is revoked instead of marked needs_reauth without a call)",
-	"TestLeaseRenewal/renewal_refused:_no_write_after":          "issue 17 sequence 6: the rotated refresh token exists only in the process that lost its lease (no escrow)",
+	"TestLeaseRenewal/renewal_refused:_no_write_after":          "the renewal is refused because the lease was taken by another holder, so the escrow write (fenced by holder and generation) is refused too: the rotated token exists only in the process that lost its lease",
 }
 
 func knownRespend(test string) (string, bool) {
