@@ -22,6 +22,7 @@ type RotatingOptions struct {
 	// long of its use, answers again with a new access token and the same
 	// successor. 0 is strict single use.
 	ReuseGrace time.Duration
+	// The provider revokes the chain on reuse by default, unless ForgiveReuse is set.
 	// ForgiveReuse turns reuse detection off: a used refresh token presented past
 	// the grace is merely rejected and the family lives on. By default (false) it
 	// revokes the whole family, as RFC 9700 §4.14.2 and real providers do, so a

@@ -1,7 +1,6 @@
 package reliability_test
 
 import (
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -14,16 +13,9 @@ import (
 )
 
 // The six sequences of issue 17 item 4, each against a provider that revokes the chain on
-// reuse (the simulators' default). They fail on the engine as it is today and are the
-// acceptance tests of the fixes; until then they run only with TR_SEQ=1:
-//
-//	TR_SEQ=1 go test -count=1 -run 'TestSeq' ./internal/reliability/
-func seqOnly(t *testing.T) {
-	t.Helper()
-	if os.Getenv("TR_SEQ") == "" {
-		t.Skip("issue 17 sequence test: set TR_SEQ=1 to run it (it fails until the engine is fixed)")
-	}
-}
+// reuse (the simulators' default). They failed on the engine before the fixes and run in
+// every `make test`.
+func seqOnly(t *testing.T) { t.Helper() }
 
 // seqPresentedOnce asserts the provider saw rt exactly once (its rotation): no re-spend.
 func seqPresentedOnce(t *testing.T, sim *providersim.Rotating, rt, what string) {
