@@ -15,7 +15,6 @@ import (
 // The six sequences of issue 17 item 4, each against a provider that revokes the chain on
 // reuse (the simulators' default). They failed on the engine before the fixes and run in
 // every `make test`.
-func seqOnly(t *testing.T) { t.Helper() }
 
 // seqPresentedOnce asserts the provider saw rt exactly once (its rotation): no re-spend.
 func seqPresentedOnce(t *testing.T, sim *providersim.Rotating, rt, what string) {
@@ -45,7 +44,6 @@ func seqLive(t *testing.T, e *env, sim *providersim.Rotating, seed, name string)
 // means N is absent: the run must report failed with the cause, keep the in-flight record
 // and not present the spent refresh token; the run after rolls N forward.
 func TestSeqRecoveryReadError(t *testing.T) {
-	seqOnly(t)
 	for _, fault := range []struct {
 		name string
 		err  *faultproxy.AWSError
@@ -97,7 +95,6 @@ func TestSeqRecoveryReadError(t *testing.T) {
 // not win on a read error: the run reports failed, the spent refresh token is neither
 // committed nor presented, and a clean run afterwards keeps the live chain.
 func TestSeqEditAdoptionReadError(t *testing.T) {
-	seqOnly(t)
 	for _, variant := range []string{"original onboarding file", "copy of an older version"} {
 		t.Run(variant, func(t *testing.T) {
 			e := newEnv(t)
@@ -145,7 +142,6 @@ func TestSeqEditAdoptionReadError(t *testing.T) {
 // count its lease from before it sent the claim, so it makes no provider call and no write:
 // the provider sees the seed once, and the token stays active on a live chain.
 func TestSeqSlowClaim(t *testing.T) {
-	seqOnly(t)
 	e := newEnv(t)
 	sim, cs := crashProvider(t, 0)
 	// A short lease (two 400 ms attempts, 400 ms persist budget, 100 ms skew: about 1.3 s)
@@ -191,7 +187,6 @@ func TestSeqSlowClaim(t *testing.T) {
 // commit fails too. The in-flight record is removed only by the commit that settles it, so a
 // third run rolls N forward instead of presenting the spent refresh token.
 func TestSeqFailedRecoveryCommitKeepsEvidence(t *testing.T) {
-	seqOnly(t)
 	e := newEnv(t)
 	sim, cs := crashProvider(t, 0)
 	eng := e.engine(time.Now, nil)
@@ -231,7 +226,6 @@ func TestSeqFailedRecoveryCommitKeepsEvidence(t *testing.T) {
 // rotations (two days of a 1-hour token) the original onboarding file, put back with the AWS
 // CLI, must still not replace the live chain. Engine and provider share an injected clock.
 func TestSeqOldCopyAfter101Rotations(t *testing.T) {
-	seqOnly(t)
 	e := newEnv(t)
 	clock := providersim.NewClock(time.Now())
 	cs := "cs-" + randID()
@@ -264,7 +258,6 @@ func TestSeqOldCopyAfter101Rotations(t *testing.T) {
 // and the first run after Secrets Manager accepts writes again commits it: the rotated token
 // ends up committed, 0 lost (never needs_reauth), 0 presented twice.
 func TestSeqPersistRefusedEscrow(t *testing.T) {
-	seqOnly(t)
 	for _, fault := range []struct {
 		name string
 		err  *faultproxy.AWSError
