@@ -327,6 +327,9 @@ func (a *app) writeShow(out showOutput) {
 		fmt.Fprintf(a.stdout, "record:  version %s, generation %d, status %s\n", out.Record.VersionID, out.Record.Generation, out.Record.Status)
 		if in := out.Record.Inflight; in != nil {
 			fmt.Fprintf(a.stdout, "inflight: %s -> %s since %s\n", dash(in.From), in.To, formatTime(in.StartedAt))
+			if in.PresentedAt != nil {
+				fmt.Fprintf(a.stdout, "presented: the refresh token went to the provider at %s; a recovery presents it again only inside the provider's reuse grace\n", formatTime(*in.PresentedAt))
+			}
 			if note := in.escrowNote(); note != "" {
 				fmt.Fprintf(a.stdout, "escrow:  refresh token %s (Secrets Manager refused it; the next run stores it as version %s; until then this record holds the only copy)\n", note, in.To)
 			}

@@ -70,6 +70,9 @@ type inflightView struct {
 	// waits (KMS-sealed) in this record for the next run to store. Never the bytes.
 	Escrowed   bool       `json:"escrowed"`
 	EscrowedAt *time.Time `json:"escrowed_at,omitempty"`
+	// PresentedAt: the refresh token may have reached the provider from then on; recovery
+	// presents it again only inside the provider's reuse grace. Absent: never sent.
+	PresentedAt *time.Time `json:"presented_at,omitempty"`
 }
 
 func newInflightView(in *ledger.Inflight) *inflightView {
@@ -79,6 +82,9 @@ func newInflightView(in *ledger.Inflight) *inflightView {
 	v := &inflightView{From: in.From, To: in.To, StartedAt: in.StartedAt.UTC(), Escrowed: len(in.Escrow) > 0}
 	if v.Escrowed {
 		v.EscrowedAt = timePtr(in.EscrowedAt)
+	}
+	if at, ok := in.Presented(); ok {
+		v.PresentedAt = timePtr(at)
 	}
 	return v
 }

@@ -501,7 +501,8 @@ func TestStaleHolder(t *testing.T) {
 
 	variants := []concStaleVariant{
 		{"after A's provider call, grace 60s", graceSim, graceID, graceSecret, "60s", afterProviderCall(graceSim), refresher.OutcomeRefreshed, token.StatusActive, 2},
-		{"after A's provider call, strict single use", strictSim, strictID, strictSecret, "0s", afterProviderCall(strictSim), refresher.OutcomeNeedsReauth, token.StatusNeedsReauth, 2},
+		// With no grace B does not present the old token again: A's request was sent (marked).
+		{"after A's provider call, strict single use", strictSim, strictID, strictSecret, "0s", afterProviderCall(strictSim), refresher.OutcomeNeedsReauth, token.StatusNeedsReauth, 1},
 		{"with A's persist in flight, grace 60s", graceSim, graceID, graceSecret, "60s", persistInFlight, refresher.OutcomeRefreshed, token.StatusActive, 2},
 		{"after A's persist landed, strict single use", strictSim, strictID, strictSecret, "0s", persistLanded, refresher.OutcomeRefreshed, token.StatusActive, 1},
 		// Before A's provider call: A, whose claim answer came late, confirms its lease and calls

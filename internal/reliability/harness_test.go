@@ -133,10 +133,6 @@ type trackedRotating struct {
 // invariants.
 func newRotating(t *testing.T, o providersim.RotatingOptions) *providersim.Rotating {
 	t.Helper()
-	if why, ok := knownRespend(t.Name()); ok && !strictKnown() {
-		o.ForgiveReuse = true
-		t.Logf("simulator forgives reuse until the engine is fixed (TR_SEQ=1 runs it strict): %s", why)
-	}
 	sim := providersim.NewRotating(o)
 	t.Cleanup(sim.Close)
 	registerIssuer(sim)
@@ -162,29 +158,25 @@ func (e *env) rotatings() []*providersim.Rotating {
 	return out
 }
 
-// knownRespends are the existing tests that still re-spend (or lose) a refresh token with a
-// strict simulator: the no-grace window after the provider rotated and before the first save
-// (docs/reliability.md), and a renewal refused while the rotated token is only in the process.
-// Their simulators forgive reuse and I1/I2 are waived for them, so the suite stays green;
-// TR_SEQ=1 runs them strict with every invariant, as the TestSeq tests run.
-var knownRespends = map[string]string{
-	"TestStaleHolder": "after A's provider call with no reuse grace: A's rotated token is lost (inherent) and recovery presents the spent token once more (docs/reliability.md, the known window)",
-	"TestCrashMatrix/provider_answered,_not_persisted/grace=0s": "recovery with no reuse grace presents the spent refresh token (the chain is revoked instead of marked needs_reauth without a call)",
-	"TestLostProviderResponse/grace=0s":                         "recovery with no reuse grace presents the spent refresh token (the chain is revoked instead of marked needs_reauth without a call)",
-	"TestLeaseRenewal/renewal_refused:_no_write_after":          "the renewal is refused because the lease was taken by another holder, so the escrow write (fenced by holder and generation) is refused too: the rotated token exists only in the process that lost its lease",
+// knownLosses are the tests whose sequence loses a rotated refresh token whatever the code
+// does: the rotated token existed only in a process that stopped being allowed to write
+// (docs/reliability.md, the known window). I2 is waived for them, with the reason; I1 and
+// every other invariant are checked, and their simulators revoke the chain on reuse.
+var knownLosses = map[string]string{
+	"TestStaleHolder/after_A's_provider_call,_strict_single_use": "A is frozen past its lease holding the only copy of the rotated token, with no reuse grace: B may not present the old token again (I1) and A may not write after its lease",
+	"TestCrashMatrix/provider_answered,_not_persisted/grace=0s":  "killed after the provider rotated and before the first save, with no reuse grace: the rotated token died with the process, and the old one may not be presented again",
+	"TestLostProviderResponse/grace=0s":                          "the provider rotated and its answer was lost, with no reuse grace: the old refresh token may not be presented again",
+	"TestLeaseRenewal/renewal_refused:_no_write_after":           "the renewal is refused because the lease was taken by another holder, so the escrow write (fenced by holder and generation) is refused too: the rotated token exists only in the process that lost its lease",
 }
 
-func knownRespend(test string) (string, bool) {
-	for k, why := range knownRespends {
+func knownLoss(test string) (string, bool) {
+	for k, why := range knownLosses {
 		if related(k, test) {
 			return why, true
 		}
 	}
 	return "", false
 }
-
-// strictKnown: TR_SEQ=1 runs the known re-spending tests strict, with every invariant.
-func strictKnown() bool { return os.Getenv("TR_SEQ") != "" }
 
 // waiveInvariant turns one invariant off for this env, for a test that breaks it on purpose.
 func (e *env) waiveInvariant(id invariant.ID, why string) {
@@ -197,8 +189,7 @@ func (e *env) waiveInvariant(id invariant.ID, why string) {
 // checkInvariants asserts I1–I5 (internal/invariant) over everything this env saw.
 func (e *env) checkInvariants() {
 	e.t.Helper()
-	if why, ok := knownRespend(e.t.Name()); ok && !strictKnown() {
-		e.waiveInvariant(invariant.NoRespend, why)
+	if why, ok := knownLoss(e.t.Name()); ok {
 		e.waiveInvariant(invariant.CommittedLive, why)
 	}
 	invariant.Check(e.t, invariant.Input{

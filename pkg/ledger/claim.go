@@ -75,10 +75,13 @@ func (l *Ledger) Claim(ctx context.Context, c Claim) error {
 		))
 		upd = setOrRemove(upd, pathInflightFrom, c.From)
 		upd = setOrRemove(upd, pathInflightTo, c.To)
-		upd = upd.Set(expression.Name(pathInflightStartedAt), expression.Value(formatTime(now))).
+		// started_at stays the first holder's (a record from before presentations
+		// were marked counts as presented from then); unpresented and presented_at stay
+		// as they are: an earlier holder's presentation is not undone by a new claim.
+		upd = upd.Set(expression.Name(pathInflightStartedAt), expression.IfNotExists(expression.Name(pathInflightStartedAt), expression.Value(formatTime(now)))).
 			Remove(expression.Name(pathInflightUnspent)) // this holder may spend it
 	} else if !c.LeaseOnly {
-		upd = upd.Set(expression.Name(attrInflight), expression.Value(inflightItem{From: c.From, To: c.To, StartedAt: formatTime(now)}))
+		upd = upd.Set(expression.Name(attrInflight), expression.Value(inflightItem{From: c.From, To: c.To, StartedAt: formatTime(now), Unpresented: true}))
 	}
 	cond := leaseFree.And(expression.Name(attrGeneration).Equal(expression.Value(c.Generation)), inflightCond)
 	expr, err := expression.NewBuilder().WithUpdate(upd).WithCondition(cond).Build()

@@ -95,7 +95,7 @@ func TestEscrow(t *testing.T) {
 				return
 			}
 			want := before
-			want.Inflight = &ledger.Inflight{From: "v1", To: "n5", StartedAt: t0, Escrow: sealed, EscrowedAt: w.At}
+			want.Inflight = &ledger.Inflight{From: "v1", To: "n5", StartedAt: t0, Unpresented: true, Escrow: sealed, EscrowedAt: w.At}
 			if !equalRecords(got, want) {
 				t.Errorf("after Escrow:\n got %+v\nwant %+v", got, want)
 			}
@@ -168,7 +168,8 @@ func TestEscrowSurvivesRecoveryClaim(t *testing.T) {
 			t.Fatalf("successor's Claim: %v", err)
 		}
 		got := e.get(t, "acme")
-		want := &ledger.Inflight{From: "v1", To: "n5", StartedAt: e.clock.Now(), Escrow: sealed, EscrowedAt: w.At}
+		// started_at stays the first holder's; nothing was presented.
+		want := &ledger.Inflight{From: "v1", To: "n5", StartedAt: t0, Unpresented: true, Escrow: sealed, EscrowedAt: w.At}
 		if got.LeaseHolder != "next" || !equalRecords(ledger.Record{Inflight: got.Inflight}, ledger.Record{Inflight: want}) {
 			t.Errorf("after the recovery claim: holder %q inflight %+v, want next, %+v", got.LeaseHolder, got.Inflight, want)
 		}
@@ -291,7 +292,7 @@ func TestReleaseKeepsEscrow(t *testing.T) {
 			if got.LeaseHolder != "" || !got.LeaseUntil.IsZero() {
 				t.Errorf("lease = %s until %v, want released", got.LeaseHolder, got.LeaseUntil)
 			}
-			want := &ledger.Inflight{From: "v1", To: "n5", StartedAt: t0, Escrow: sealed, EscrowedAt: w.At}
+			want := &ledger.Inflight{From: "v1", To: "n5", StartedAt: t0, Unpresented: true, Escrow: sealed, EscrowedAt: w.At}
 			if !equalRecords(ledger.Record{Inflight: got.Inflight}, ledger.Record{Inflight: want}) {
 				t.Errorf("inflight = %+v, want %+v", got.Inflight, want)
 			}
@@ -343,7 +344,7 @@ func TestEscrowReadPaths(t *testing.T) {
 	created := &ledger.Inflight{From: "u1", To: "u2", StartedAt: t0, Escrow: []byte{9, 8, 7}, EscrowedAt: t0.Add(time.Second)}
 	e.create(t, ledger.Record{Name: "beta", VersionID: "u1", Generation: 1, Status: ledger.StatusActive, NextDueAt: t0, Inflight: created})
 	want := map[string]*ledger.Inflight{
-		"acme": {From: "v1", To: "n5", StartedAt: t0, Escrow: sealed, EscrowedAt: w.At},
+		"acme": {From: "v1", To: "n5", StartedAt: t0, Unpresented: true, Escrow: sealed, EscrowedAt: w.At},
 		"beta": created,
 	}
 	check := func(op string, recs []ledger.Record) {

@@ -153,6 +153,26 @@ type Inflight struct {
 	// Unspent: the holder released it knowing the refresh token was not spent
 	// (Release.Unspent); the refresh need not be recovered at once.
 	Unspent bool
+	// Unpresented: no request carrying the refresh token has been sent under this
+	// in-flight refresh (a claim writes it; MarkPresented removes it). PresentedAt:
+	// when the first such request was about to be sent. See Presented.
+	Unpresented bool
+	PresentedAt time.Time
+}
+
+// Presented reports whether a request carrying the refresh token may have been sent
+// under this in-flight refresh, and from when: a provider's reuse grace runs from
+// then, and outside it the token is never presented again (docs/design.md §4). A
+// record written before presentations were marked has neither field: its refresh
+// counts as presented when it started.
+func (in *Inflight) Presented() (time.Time, bool) {
+	switch {
+	case in == nil || in.Unpresented || in.Unspent:
+		return time.Time{}, false
+	case !in.PresentedAt.IsZero():
+		return in.PresentedAt, true
+	}
+	return in.StartedAt, true
 }
 
 // Interrupted reports whether the record has a refresh in flight that may have
@@ -232,6 +252,9 @@ type inflightItem struct {
 	Escrow     []byte `dynamodbav:"escrow,omitempty"`
 	EscrowedAt string `dynamodbav:"escrowed_at,omitempty"`
 	Unspent    bool   `dynamodbav:"unspent,omitempty"`
+	// Unpresented and PresentedAt: see Inflight.Presented.
+	Unpresented bool   `dynamodbav:"unpresented,omitempty"`
+	PresentedAt string `dynamodbav:"presented_at,omitempty"`
 }
 
 // Attribute paths inside inflight (the names of inflightItem's fields).
@@ -242,6 +265,8 @@ const (
 	pathInflightEscrow     = attrInflight + ".escrow"
 	pathInflightEscrowedAt = attrInflight + ".escrowed_at"
 	pathInflightUnspent    = attrInflight + ".unspent"
+	pathInflightUnpres     = attrInflight + ".unpresented"
+	pathInflightPresAt     = attrInflight + ".presented_at"
 )
 
 type bucketItem struct {
@@ -317,6 +342,7 @@ func toItem(r Record) recordItem {
 		it.Inflight = &inflightItem{
 			From: r.Inflight.From, To: r.Inflight.To, StartedAt: formatTime(r.Inflight.StartedAt),
 			Escrow: r.Inflight.Escrow, EscrowedAt: formatTime(r.Inflight.EscrowedAt), Unspent: r.Inflight.Unspent,
+			Unpresented: r.Inflight.Unpresented, PresentedAt: formatTime(r.Inflight.PresentedAt),
 		}
 	}
 	return it
@@ -373,7 +399,12 @@ func decodeRecord(av map[string]types.AttributeValue) (Record, error) {
 		if err != nil {
 			return Record{}, err
 		}
-		r.Inflight = &Inflight{From: it.Inflight.From, To: it.Inflight.To, StartedAt: started, Escrow: it.Inflight.Escrow, EscrowedAt: escrowedAt, Unspent: it.Inflight.Unspent}
+		presentedAt, err := parseTime("inflight.presented_at", it.Inflight.PresentedAt)
+		if err != nil {
+			return Record{}, err
+		}
+		r.Inflight = &Inflight{From: it.Inflight.From, To: it.Inflight.To, StartedAt: started, Escrow: it.Inflight.Escrow, EscrowedAt: escrowedAt, Unspent: it.Inflight.Unspent,
+			Unpresented: it.Inflight.Unpresented, PresentedAt: presentedAt}
 	}
 	return r, nil
 }

@@ -152,7 +152,11 @@ func (l *Ledger) Release(ctx context.Context, r Release) (Record, error) {
 	upd := expression.Remove(expression.Name(attrLeaseHolder)).Remove(expression.Name(attrLeaseUntil))
 	cond := expression.Name(attrLeaseHolder).Equal(expression.Value(r.Holder))
 	if r.Unspent {
-		upd = upd.Set(expression.Name(pathInflightUnspent), expression.Value(true))
+		// Nothing this holder sent spent the token, and nothing before it had (else it
+		// would not say so): the refresh counts as never presented again.
+		upd = upd.Set(expression.Name(pathInflightUnspent), expression.Value(true)).
+			Set(expression.Name(pathInflightUnpres), expression.Value(true)).
+			Remove(expression.Name(pathInflightPresAt))
 		cond = cond.And(expression.Name(attrInflight).AttributeExists(), expression.Name(pathInflightEscrow).AttributeNotExists())
 	}
 	if r.Failure != "" {
@@ -211,6 +215,41 @@ func (l *Ledger) Renew(ctx context.Context, name, holder string, generation int6
 		return Record{}, fmt.Errorf("ledger: renew %s: %w", name, ErrLeaseLost)
 	}
 	return res.record("renew", name)
+}
+
+// Presenting is the mark a holder writes just before it sends the in-flight
+// refresh's refresh token to the provider (docs/design.md §4, step 3).
+type Presenting struct {
+	Name, Holder string
+	Generation   int64     // the generation claimed
+	To           string    // the in-flight target version
+	At           time.Time // when the request is about to be sent
+}
+
+// MarkPresented records, before a provider call, that the in-flight refresh's
+// refresh token is about to be presented: a recovery that finds the mark and no
+// saved version knows the provider may have rotated it, and presents it again only
+// inside the provider's reuse grace, counted from the first mark (a later mark
+// keeps it). Fenced by holder, generation and the in-flight target; ErrLeaseLost
+// when the fence fails, and then nothing may be sent.
+func (l *Ledger) MarkPresented(ctx context.Context, p Presenting) error {
+	if p.Name == "" || p.Holder == "" || p.To == "" || p.At.IsZero() {
+		return fmt.Errorf("ledger: mark presented %q: empty name, holder, version or time", p.Name)
+	}
+	upd := expression.Set(expression.Name(pathInflightPresAt), expression.IfNotExists(expression.Name(pathInflightPresAt), expression.Value(formatTime(p.At)))).
+		Remove(expression.Name(pathInflightUnpres)).
+		Remove(expression.Name(pathInflightUnspent))
+	cond := expression.Name(attrLeaseHolder).Equal(expression.Value(p.Holder)).
+		And(expression.Name(attrGeneration).Equal(expression.Value(p.Generation))).
+		And(expression.Name(pathInflightTo).Equal(expression.Value(p.To)))
+	res, err := l.update(ctx, tokenKey(p.Name), upd, cond)
+	if err != nil {
+		return fmt.Errorf("ledger: mark presented %s: %w", p.Name, err)
+	}
+	if res.failed {
+		return fmt.Errorf("ledger: mark presented %s: %w", p.Name, ErrLeaseLost)
+	}
+	return nil
 }
 
 // EscrowWrite puts a rotated refresh token, sealed by pkg/escrow for (Name,

@@ -22,8 +22,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -175,6 +177,14 @@ func (c *Client) Refresh(ctx context.Context, refreshToken token.Secret) (*Resul
 	defer cancel()
 
 	rec := &recorder{base: c.base, userAgent: c.ua, dialect: c.dialect()}
+	// Whether the request reached the wire decides whether a lost answer may have spent a
+	// single-use refresh token (Error.Unanswered).
+	var wrote atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
+		if i.Err == nil {
+			wrote.Store(true)
+		}
+	}})
 	hc := c.hc
 	hc.Transport = rec
 	start := c.now()
@@ -195,7 +205,7 @@ func (c *Client) Refresh(ctx context.Context, refreshToken token.Secret) (*Resul
 		if err == nil {
 			err = errors.New("no response")
 		}
-		return nil, &Error{Class: ErrTransient, Err: sanitizeErr(err, red)}
+		return nil, &Error{Class: ErrTransient, Err: sanitizeErr(err, red), Unanswered: wrote.Load()}
 	}
 	return c.interpret(rec.resp, err, refreshToken, start, c.now())
 }

@@ -52,6 +52,11 @@ type Error struct {
 	Message    string
 	RetryAfter time.Duration
 	Err        error // the network error, redacted; nil when there was a response
+	// Unanswered: the request was written to the connection and no answer was read (a
+	// timeout, a reset, a body cut off). The provider may have acted on it and spent a
+	// single-use refresh token; presenting that token again is safe only inside the
+	// provider's reuse grace. False when nothing was sent or an answer came back.
+	Unanswered bool
 
 	// NewRefreshToken is set only with ErrMalformed, when the unusable 2xx body still
 	// carried a refresh token other than the one sent: the old one may be spent, so this one

@@ -201,7 +201,9 @@ func TestRotatingInjectedFailures(t *testing.T) {
 	for _, tt := range tests {
 		s.FailNext(1, tt.status)
 		_, err := refresh(t, s, c, rt)
-		wantErr(t, err, tt.class, tt.status, tt.code)
+		if e := wantErr(t, err, tt.class, tt.status, tt.code); e != nil && e.Unanswered {
+			t.Errorf("%d: got Unanswered, want false: the provider answered", tt.status)
+		}
 		if got := s.Count(tt.status); got != 1 {
 			t.Errorf("%d: the simulator answered it %d times, want 1", tt.status, got)
 		}
@@ -319,7 +321,9 @@ func TestDroppedResponseThenReuseGrace(t *testing.T) {
 
 	s.DropNextResponse()
 	_, err := refresh(t, s, c, rt)
-	wantErr(t, err, provider.ErrTransient, 0, "")
+	if e := wantErr(t, err, provider.ErrTransient, 0, ""); e != nil && !e.Unanswered {
+		t.Error("a dropped answer: got Unanswered false, want true (the request was sent)")
+	}
 	if s.Live(rt) == rt {
 		t.Fatal("the dropped request did not rotate; the test proves nothing")
 	}
@@ -344,6 +348,9 @@ func TestTimeoutIsTransientAtSimulator(t *testing.T) {
 	e := wantErr(t, err, provider.ErrTransient, 0, "")
 	if !errors.Is(err, context.DeadlineExceeded) || e.Err == nil {
 		t.Errorf("got %v, want the deadline in the chain", err)
+	}
+	if e != nil && !e.Unanswered {
+		t.Error("a timed-out request: got Unanswered false, want true (the request was sent)")
 	}
 	s.SetLatency(0)
 	if s.Live() != rt {
@@ -565,5 +572,22 @@ func TestMalformedAnswerKeepsRotatedToken(t *testing.T) {
 			t.Errorf("%s: got result %v and NewRefreshToken %q, want nil and the rotated token", name, r, e.NewRefreshToken.Reveal())
 		}
 		noLeak(t, err, rotated, "vlt_at_zero_1")
+	}
+}
+
+// A request that never reached a server cannot have spent anything.
+func TestConnectionRefusedIsNotUnanswered(t *testing.T) {
+	s := providersim.NewVault(providersim.VaultOptions{})
+	url := s.URL()
+	rt := s.Seed()
+	s.Close() // nothing listens there now
+	c := newClient(t, vaultProvider(url), nil, time.Second)
+	_, err := c.Refresh(context.Background(), token.Secret(rt))
+	var e *provider.Error
+	if !errors.As(err, &e) || !errors.Is(err, provider.ErrTransient) {
+		t.Fatalf("got %v, want a transient *provider.Error", err)
+	}
+	if e.Unanswered {
+		t.Error("connection refused: got Unanswered true, want false (nothing was sent)")
 	}
 }

@@ -73,6 +73,7 @@ type stateTable interface {
 	MarkUnpublished(ctx context.Context, name string, generation int64) error
 	MarkLabelLag(ctx context.Context, name string, generation int64, from string) error
 	Escrow(ctx context.Context, w ledger.EscrowWrite) error
+	MarkPresented(ctx context.Context, p ledger.Presenting) error
 }
 
 // sealer encrypts a rotated private document for the state table (pkg/escrow), bound to

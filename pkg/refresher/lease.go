@@ -75,6 +75,8 @@ func (t *tokenRun) claim(q *ledger.QuotaReservation, purpose claimPurpose) error
 	if t.rec.Interrupted() {
 		t.mayBeSpent = true // an interrupted refresh may have spent the token already
 	}
+	// An earlier holder's presentation of this refresh is inherited; a new refresh has none.
+	t.presentedAt, t.maybeReached = t.rec.Inflight.Presented()
 	t.rel = ledger.Release{}
 	if q != nil {
 		t.st.noteQuota(quotaSeen{key: q.Key, day: q.Day, limit: q.Limit})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/provider"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
@@ -178,8 +179,14 @@ func (t *tokenRun) call(doc *token.Private) (*provider.Result, error) {
 	if err != nil {
 		return nil, &outcomeError{outcome: OutcomeInvalidConfig, msg: err.Error()}
 	}
+	single := doc.Provider.Grant == token.GrantRefreshToken // a refresh token the call may spend
 	backoff := t.e.opts.Backoff
 	for attempt := 0; ; attempt++ {
+		if single {
+			if err := t.withinGrace(doc); err != nil {
+				return nil, err
+			}
+		}
 		if attempt > 0 {
 			if err := t.reserve(); err != nil {
 				t.rel.Failure = "quota ran out between attempts"
@@ -190,20 +197,25 @@ func (t *tokenRun) call(doc *token.Private) (*provider.Result, error) {
 			return nil, err
 		}
 		// No provider call starts without time left, inside the lease, to persist its answer.
-		callTimeout := min(t.e.opts.ProviderTimeout, t.leaseLeft()-t.e.opts.PersistBudget)
-		if callTimeout < min(t.e.opts.ProviderTimeout, minProviderCall) {
-			if attempt == 0 {
-				// Nothing was sent: like canStart, the deadline came first (the claim and the
-				// read took what was left). The token stays due for the next run.
-				return nil, &outcomeError{outcome: OutcomeDeferred, msg: "not started: not enough time left in the lease for a provider call and the writes after it; the next run refreshes it"}
+		callTimeout, err := t.callTimeout(attempt)
+		if err != nil {
+			return nil, err
+		}
+		if single && t.presentedAt.IsZero() {
+			if err := t.markPresented(); err != nil {
+				return nil, err
 			}
-			return nil, errors.New("not enough time left in the lease for a provider call and the writes after it")
+			if callTimeout, err = t.callTimeout(attempt); err != nil {
+				return nil, err // marked but not sent: the release says unspent and removes the mark
+			}
 		}
 		callCtx, cancel := context.WithTimeout(t.ctx, callTimeout)
 		res, err := client.Refresh(callCtx, doc.RefreshToken)
 		cancel()
-		if errors.Is(err, provider.ErrTransient) {
-			t.mayBeSpent = true // a lost answer may still have rotated the token
+		var pe *provider.Error
+		if errors.As(err, &pe) && pe.Unanswered {
+			// The request went out and no answer came back: the provider may have rotated.
+			t.mayBeSpent, t.maybeReached = true, true
 		}
 		if err == nil || !errors.Is(err, provider.ErrTransient) || attempt+1 >= t.e.opts.Attempts {
 			return res, err
@@ -251,6 +263,12 @@ func (t *tokenRun) nextDoc(doc *token.Private, res *provider.Result, err error) 
 		next.Status, next.StatusReason = token.StatusNeedsReauth, t.rejectedReason(err)
 		return next, nil
 
+	case errors.As(err, new(*graceOverError)):
+		// Given up without a call: the token may be spent and cannot be presented again.
+		next.Status, next.StatusReason = token.StatusNeedsReauth, interruptedReason+" ("+err.Error()+")"
+		t.log.WarnContext(t.ctx, "refresh token not presented again: the provider's reuse grace is over", "error", err.Error())
+		return next, nil
+
 	case errors.Is(err, provider.ErrThrottled):
 		until := t.throttledUntil(err)
 		t.markThrottled(until)
@@ -258,7 +276,7 @@ func (t *tokenRun) nextDoc(doc *token.Private, res *provider.Result, err error) 
 		return nil, &outcomeError{outcome: OutcomeThrottled, msg: "provider throttled until " + until.UTC().Format(time.RFC3339)}
 	}
 	if errors.Is(err, provider.ErrMalformed) {
-		t.mayBeSpent = true // a garbled 2xx may still have rotated the token
+		t.mayBeSpent, t.maybeReached = true, true // a garbled 2xx may still have rotated the token
 	}
 	var oe *outcomeError
 	if errors.As(err, &oe) {
@@ -268,4 +286,64 @@ func (t *tokenRun) nextDoc(doc *token.Private, res *provider.Result, err error) 
 	t.rel.Failure = err.Error()
 	t.rel.NextDueAt = t.e.now().Add(retryDelay(t.rec.ConsecutiveFailures + 1))
 	return nil, err
+}
+
+// callTimeout is how long the next provider call may take: it must end, inside the lease,
+// with time left to persist its answer.
+func (t *tokenRun) callTimeout(attempt int) (time.Duration, error) {
+	d := min(t.e.opts.ProviderTimeout, t.leaseLeft()-t.e.opts.PersistBudget)
+	if d >= min(t.e.opts.ProviderTimeout, minProviderCall) {
+		return d, nil
+	}
+	if attempt == 0 {
+		// Nothing was sent: like canStart, the deadline came first (the claim and the read
+		// took what was left). The token stays due for the next run.
+		return 0, &outcomeError{outcome: OutcomeDeferred, msg: "not started: not enough time left in the lease for a provider call and the writes after it; the next run refreshes it"}
+	}
+	return 0, errors.New("not enough time left in the lease for a provider call and the writes after it")
+}
+
+// markPresented records in the in-flight record, before the first request carrying the
+// refresh token is sent, that it is about to be presented (ledger.MarkPresented): a
+// recovery that finds the mark and no saved version knows the provider may have rotated it.
+func (t *tokenRun) markPresented() error {
+	now := t.e.now()
+	err := t.e.opts.Ledger.MarkPresented(t.ctx, ledger.Presenting{Name: t.name, Holder: t.holder, Generation: t.rec.Generation, To: t.nextVersion(), At: now})
+	if errors.Is(err, ledger.ErrLeaseLost) {
+		t.leaseGone()
+		return errLeaseLostBeforeCall
+	}
+	if err != nil {
+		return fmt.Errorf("mark the refresh token presented (nothing was sent to the provider): %w", err)
+	}
+	t.presentedAt = now
+	return nil
+}
+
+// graceOverError: the refresh token may already have been spent by a request whose answer
+// was never saved, and the provider's reuse grace since then is over. Presenting it again
+// would be a reuse, which a provider with reuse detection answers by revoking the chain
+// (RFC 9700 §4.14.2), so it is not presented: the token goes to needs_reauth without a call.
+type graceOverError struct {
+	presentedAt time.Time
+	grace       time.Duration
+}
+
+func (e *graceOverError) Error() string {
+	return fmt.Sprintf("the refresh token may have been spent by a request sent at %s whose answer was never saved; the provider's reuse grace (%s) is over, so it is not presented again",
+		e.presentedAt.UTC().Format(time.RFC3339), e.grace)
+}
+
+// withinGrace: a refresh token that may have reached the provider unanswered is presented
+// again only while now, plus the clock skew, is inside the provider's reuse grace from the
+// first presentation (docs/design.md §4, recovery).
+func (t *tokenRun) withinGrace(doc *token.Private) error {
+	if !t.maybeReached {
+		return nil
+	}
+	grace := doc.Provider.ReuseGrace
+	if t.e.now().Add(t.e.opts.ClockSkew).Before(t.presentedAt.Add(grace)) {
+		return nil
+	}
+	return &graceOverError{presentedAt: t.presentedAt, grace: grace}
 }

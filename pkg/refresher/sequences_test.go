@@ -90,16 +90,24 @@ type faultEnv struct {
 	sim   *providersim.Rotating
 	seed  string         // the onboarding refresh token: sim.Live(seed) is the chain's live token
 	orig  map[string]any // the onboarding file
+	// secret is the client secret, for a test that plays a request of its own.
+	secret string
 }
 
 // newFaultEnv starts a strict rotating provider (reuse detection on, no grace) and one
 // token "t" seeded with it.
 func newFaultEnv(t *testing.T, tune func(*refresher.Options)) *faultEnv {
 	t.Helper()
+	return newFaultEnvGrace(t, 0, tune)
+}
+
+// newFaultEnvGrace is newFaultEnv with a provider (and document) reuse grace.
+func newFaultEnvGrace(t *testing.T, grace time.Duration, tune func(*refresher.Options)) *faultEnv {
+	t.Helper()
 	clock := providersim.NewClock(time.Now())
 	cs := "cs-" + randID()
 	registerSecrets(cs)
-	sim := providersim.NewRotating(providersim.RotatingOptions{ClientID: "app", ClientSecret: cs, Now: clock.Now}) // reuse detection on: the default
+	sim := providersim.NewRotating(providersim.RotatingOptions{ClientID: "app", ClientSecret: cs, ReuseGrace: grace, Now: clock.Now}) // reuse detection on: the default
 	t.Cleanup(sim.Close)
 	registerIssuer(sim)
 
@@ -127,6 +135,10 @@ func newFaultEnv(t *testing.T, tune func(*refresher.Options)) *faultEnv {
 	f := &faultEnv{env: e, proxy: p, pres: pres, clock: clock, sim: sim}
 	f.seed = sim.Seed("offline_access fund.read target:b/t")
 	f.orig = rotatingDoc(sim.URL(), "app", cs, f.seed, "")
+	if grace > 0 {
+		f.orig = rotatingDoc(sim.URL(), "app", cs, f.seed, grace.String())
+	}
+	f.secret = cs
 	e.seed("t", f.orig)
 	return f
 }

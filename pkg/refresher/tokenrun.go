@@ -36,6 +36,13 @@ type tokenRun struct {
 	// call that may have rotated it, or a claim over an interrupted refresh); the
 	// release then leaves the in-flight record for recovery at once.
 	mayBeSpent bool
+	// presentedAt: when the refresh token was first about to be sent under the refresh in
+	// flight (the record's mark, an earlier holder's or ours); zero while nothing was sent.
+	// maybeReached: a request carrying it may have reached the provider and its answer was
+	// never saved (an earlier holder's, or ours unanswered). It is then presented again only
+	// inside the provider's reuse grace, counted from presentedAt (docs/design.md §4).
+	presentedAt  time.Time
+	maybeReached bool
 	// claimedBy is the holder of this run's last claim, kept after the lease is gone: the
 	// escrow write is fenced by it (ledger.Escrow), not by the lease's time.
 	claimedBy string

@@ -1,0 +1,166 @@
+package refresher_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seed-502fa48b/token-refresher/internal/faultproxy"
+	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
+	"github.com/seed-502fa48b/token-refresher/pkg/refresher"
+	"github.com/seed-502fa48b/token-refresher/pkg/token"
+)
+
+// deadHolder leaves the state a holder killed mid-refresh leaves: the lease and the
+// refresh in flight from the committed version, marked presented (or not), and — when
+// reached — the provider having rotated the refresh token, whose answer died with it.
+func (f *faultEnv) deadHolder(t *testing.T, marked, reached bool) {
+	t.Helper()
+	ctx := context.Background()
+	doc, rec := f.committed("t")
+	now := f.clock.Now()
+	c := ledger.Claim{Name: "t", Holder: "dead", Generation: rec.Generation, From: rec.VersionID, To: "dead-n", LeaseUntil: now.Add(5 * time.Second)}
+	if err := f.ledger.Claim(ctx, c); err != nil {
+		t.Fatalf("dead holder's claim: %v", err)
+	}
+	if marked {
+		if err := f.ledger.MarkPresented(ctx, ledger.Presenting{Name: "t", Holder: "dead", Generation: rec.Generation, To: "dead-n", At: now}); err != nil {
+			t.Fatalf("dead holder's mark: %v", err)
+		}
+	}
+	if reached {
+		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {doc.RefreshToken.Reveal()}}
+		req, err := http.NewRequest(http.MethodPost, f.sim.URL(), strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("app", f.secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("the dead holder's request: %v", err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("the dead holder's request: got %d, want 200", resp.StatusCode)
+		}
+	}
+}
+
+// A holder killed around its provider request, recovered later: the presentation mark
+// (docs/design.md §4, step 3 and recovery) decides whether the old refresh token may be
+// presented again. Before the mark, recovery presented it whatever the grace, and a
+// provider with reuse detection revoked the chain.
+func TestRecoveryPresentsOnlyInsideTheGrace(t *testing.T) {
+	tests := []struct {
+		name            string
+		grace           time.Duration
+		marked, reached bool
+		after           time.Duration // from the dead holder's request to the recovery
+		want            string
+		wantPresented   int // requests the recovery sends
+		wantLive        bool
+	}{
+		{name: "killed before the mark, no grace", marked: false, after: time.Minute, want: refresher.OutcomeRefreshed, wantPresented: 1, wantLive: true},
+		{name: "killed after the mark, never sent, no grace", marked: true, after: time.Minute, want: refresher.OutcomeNeedsReauth, wantPresented: 0, wantLive: true},
+		{name: "killed after the provider rotated, no grace", marked: true, reached: true, after: time.Minute, want: refresher.OutcomeNeedsReauth, wantPresented: 0},
+		{name: "killed after the provider rotated, recovered inside a 60s grace", grace: time.Minute, marked: true, reached: true, after: 10 * time.Second, want: refresher.OutcomeRefreshed, wantPresented: 1, wantLive: true},
+		{name: "killed after the provider rotated, recovered after a 60s grace", grace: time.Minute, marked: true, reached: true, after: 2 * time.Minute, want: refresher.OutcomeNeedsReauth, wantPresented: 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFaultEnvGrace(t, tc.grace, nil)
+			if r := f.forced(t); r.Outcome != refresher.OutcomeRefreshed {
+				t.Fatalf("setup refresh: got %s (%s), want refreshed", r.Outcome, r.Error)
+			}
+			f.deadHolder(t, tc.marked, tc.reached)
+			f.clock.Advance(tc.after)
+			before := f.pres.total()
+			r := f.runOnce(t)
+			if r.Outcome != tc.want {
+				t.Errorf("recovery: got %s (%s), want %s", r.Outcome, r.Error, tc.want)
+			}
+			if got := f.pres.total() - before; got != tc.wantPresented {
+				t.Errorf("recovery sent %d requests, want %d", got, tc.wantPresented)
+			}
+			if got := len(f.sim.Respent()); got != 0 {
+				t.Errorf("got %d refresh tokens presented again outside the grace, want 0", got)
+			}
+			doc, rec := f.committed("t")
+			if rec.Inflight != nil {
+				t.Errorf("the refresh is still in flight after the recovery: %+v", rec.Inflight)
+			}
+			if live := f.sim.Live(f.seed) == doc.RefreshToken.Reveal(); live != tc.wantLive {
+				t.Errorf("committed refresh token is the provider's live one: got %v, want %v", live, tc.wantLive)
+			}
+			if tc.want == refresher.OutcomeNeedsReauth && (doc.Status != token.StatusNeedsReauth || !strings.Contains(doc.StatusReason, "not presented again")) {
+				t.Errorf("committed status %s (%q), want needs_reauth saying the token is not presented again", doc.Status, doc.StatusReason)
+			}
+		})
+	}
+}
+
+// A lost answer inside one invocation: the engine retries with the same refresh token only
+// inside the grace; with none the token may be spent and is not sent again.
+func TestLostAnswerRetriedOnlyInsideTheGrace(t *testing.T) {
+	tests := []struct {
+		name          string
+		grace         time.Duration
+		want          string
+		wantPresented int
+	}{
+		{name: "no grace", want: refresher.OutcomeNeedsReauth, wantPresented: 1},
+		{name: "60s grace", grace: time.Minute, want: refresher.OutcomeRefreshed, wantPresented: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFaultEnvGrace(t, tc.grace, nil)
+			if r := f.forced(t); r.Outcome != refresher.OutcomeRefreshed {
+				t.Fatalf("setup refresh: got %s (%s), want refreshed", r.Outcome, r.Error)
+			}
+			f.sim.DropNextResponse()
+			before := f.pres.total()
+			r := f.forced(t)
+			if r.Outcome != tc.want {
+				t.Errorf("got %s (%s), want %s", r.Outcome, r.Error, tc.want)
+			}
+			if got := f.pres.total() - before; got != tc.wantPresented {
+				t.Errorf("sent %d requests, want %d", got, tc.wantPresented)
+			}
+			if got := len(f.sim.Respent()); got != 0 {
+				t.Errorf("got %d refresh tokens presented again outside the grace, want 0", got)
+			}
+		})
+	}
+}
+
+// A mark that cannot be written sends nothing, and the refresh is left as never presented:
+// the next run refreshes normally instead of giving the token up.
+func TestMarkRefusedSendsNothing(t *testing.T) {
+	f := newFaultEnv(t, nil)
+	if r := f.forced(t); r.Outcome != refresher.OutcomeRefreshed {
+		t.Fatalf("setup refresh: got %s (%s), want refreshed", r.Outcome, r.Error)
+	}
+	remove := f.proxy.Add(faultproxy.Rule{Op: "DynamoDB_20120810.UpdateItem", Match: bodyHas(`presented_at`, `if_not_exists`), Error: faultproxy.InternalServerError()})
+	before := f.pres.total()
+	r := f.forced(t)
+	remove()
+	if r.Outcome != refresher.OutcomeFailed {
+		t.Errorf("mark refused: got %s (%s), want failed", r.Outcome, r.Error)
+	}
+	if got := f.pres.total() - before; got != 0 {
+		t.Errorf("sent %d requests with the mark refused, want 0", got)
+	}
+	if _, rec := f.committed("t"); rec.Inflight != nil {
+		if _, presented := rec.Inflight.Presented(); presented {
+			t.Errorf("the refresh in flight counts as presented after a refused mark: %+v", rec.Inflight)
+		}
+	}
+	if r := f.forced(t); r.Outcome != refresher.OutcomeRefreshed {
+		t.Errorf("next run: got %s (%s), want refreshed", r.Outcome, r.Error)
+	}
+	f.settled(t)
+}
