@@ -72,9 +72,9 @@ func (t *tokenRun) claim(q *ledger.QuotaReservation, purpose claimPurpose) error
 	// A slow answer may have come after the lease ended in the table (a stalled process, a
 	// lease taken over): the lease is read again before the provider call.
 	t.lateClaim = time.Since(sentWall) > slowClaim
-	if t.rec.Interrupted() {
-		t.mayBeSpent = true // an interrupted refresh may have spent the token already
-	}
+	// A new lease starts a new refresh (settle may chain one after a commit): nothing of the
+	// last one carries over, except that an interrupted refresh may have spent the token.
+	t.mayBeSpent, t.escrowed = t.rec.Interrupted(), false
 	// An earlier holder's presentation of this refresh is inherited; a new refresh has none.
 	t.presentedAt, t.maybeReached = t.rec.Inflight.Presented()
 	t.rel = ledger.Release{}

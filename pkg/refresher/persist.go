@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/seed-502fa48b/token-refresher/pkg/ledger"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
@@ -65,7 +66,26 @@ func (t *tokenRun) settle(next *token.Private, to string) Row {
 	if err := t.publish(next); err != nil {
 		return rowFor(err)
 	}
+	if next.Status == token.StatusActive && expired(next, t.e.now()) && !t.chained {
+		// A version saved long ago (rolled forward, from the escrow) carries an access token
+		// that has expired: it was committed for its refresh token, not published, and the
+		// token is refreshed now, once, instead of waiting for the next run.
+		t.chained = true
+		t.log.InfoContext(t.ctx, "the committed version's access token has expired; refreshing now", "version", to)
+		return t.refresh()
+	}
 	return doneRow(next) // finishRow adds t.note
+}
+
+// expired: doc's access token has an expiry and it has passed.
+func expired(doc *token.Private, now time.Time) bool {
+	return !doc.ExpiresAt.IsZero() && !doc.ExpiresAt.After(now)
+}
+
+// publishable: doc has an access token consumers may use now. An expired one is never
+// published as active (invariant I3); a salvaged refresh token has none.
+func publishable(doc *token.Private, now time.Time) bool {
+	return !doc.AccessToken.IsZero() && !expired(doc, now)
 }
 
 // commit is step 5 for version `to`, already in Secrets Manager; it releases the lease.
@@ -93,7 +113,7 @@ func (t *tokenRun) commitFor(doc *token.Private, to string) ledger.Commit {
 		From: t.rec.VersionID, To: to, Status: doc.Status, StatusReason: doc.StatusReason,
 		ExpiresAt: doc.ExpiresAt, RefreshExpiresAt: doc.RefreshExpiresAt,
 		CredentialsExpireAt: doc.Provider.CredentialsExpireAt, MaxWrites: doc.MaxWrites(),
-		Writes: writes, Published: doc.Status != token.StatusActive || !doc.AccessToken.IsZero(),
+		Writes: writes, Published: doc.Status != token.StatusActive || publishable(doc, now),
 	}
 	if doc.Status == token.StatusActive {
 		s := doc.Plan(now, writes)
@@ -214,8 +234,8 @@ const stagePrevious = "AWSPREVIOUS"
 // publish that does not land is seen by the next reconcile (the access secret's AWSCURRENT
 // is not this version's) and repaired.
 func (t *tokenRun) publish(doc *token.Private) error {
-	if doc.Status == token.StatusActive && doc.AccessToken.IsZero() {
-		return nil // a salvaged refresh token: nothing for consumers yet
+	if doc.Status == token.StatusActive && !publishable(doc, t.e.now()) {
+		return nil // a salvaged refresh token or an expired access token: nothing for consumers yet
 	}
 	if err := t.publishDoc(doc, t.rec.Generation, t.rec.VersionID); err != nil {
 		// The commit recorded the publish; say it lags so the next sweep repairs it.

@@ -37,6 +37,10 @@ func (t *tokenRun) rollForward(a action, accessFrom string) Row {
 			t.rel.LabelRepaired, t.rel.NextDueAt = true, t.rec.NextDueAt
 		}
 	}
+	if a.publish && doc.Status == token.StatusActive && !publishable(doc, t.e.now()) {
+		// Never publish an expired access token as active: plan refreshes such a token.
+		a.publish = false
+	}
 	if a.publish {
 		if err := t.publishDoc(doc, t.rec.Generation, t.rec.VersionID); err != nil {
 			return failed("publish: %v", err)

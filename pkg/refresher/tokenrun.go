@@ -49,6 +49,7 @@ type tokenRun struct {
 	rotated   bool // the provider returned a new refresh token that is not saved yet
 	lateClaim bool // the claim's answer came late: confirm the lease before the provider call
 	escrowed  bool // the in-flight record holds this refresh's escrow
+	chained   bool // settle refreshed at once because the committed access token had expired
 
 	doc      *token.Private // the committed document, once read
 	quota    token.Quota

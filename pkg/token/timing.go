@@ -110,6 +110,9 @@ const SpreadFraction = 10
 // still has nine tenths of its margin left, and the token is never refreshed more often
 // than its lifetime says (a 24 h Sahamati token stays at two calls a day).
 func Spread(due time.Time, key string, margin time.Duration) time.Time {
+	if margin <= 0 {
+		return due // an access token already inside (or past) its expiry: no room to spread
+	}
 	span := uint64(margin / SpreadFraction)
 	if span == 0 {
 		return due

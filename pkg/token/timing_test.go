@@ -152,3 +152,17 @@ func TestSpread(t *testing.T) {
 		t.Errorf("no margin: got %v, want %v", got, due)
 	}
 }
+
+// An access token already past its expiry leaves no margin: the due time is kept, never
+// pushed by a wrapped-around span (it once landed up to ~290 years out).
+func TestSpreadNoMargin(t *testing.T) {
+	due := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	for _, margin := range []time.Duration{0, -time.Nanosecond, -105 * time.Minute, -24 * time.Hour} {
+		for i := 0; i < 50; i++ {
+			key := fmt.Sprintf("token-%03d/2", i)
+			if got := Spread(due, key, margin); !got.Equal(due) {
+				t.Fatalf("Spread(due, %q, %s): got %s, want %s", key, margin, got, due)
+			}
+		}
+	}
+}
