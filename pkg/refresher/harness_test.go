@@ -145,10 +145,10 @@ func (e *env) expectDefect(id invariant.ID, detail, why string) {
 
 // expiredCommitDefect is the defect the sequence tests meet: a document committed after its
 // access token expired (a saved or escrowed refresh rolled forward an hour later, a stale
-// copy merged) is published as active and left due ~200 years out.
+// copy merged) is published as active and may be left due centuries out.
 func (e *env) expiredCommitDefect() {
 	e.expectDefect(invariant.AccessForward, "as active with an access token that expired",
-		"engine defect: committing a document whose access token has already expired (a roll-forward, an escrow persist, a stale copy merged) publishes it as active instead of refreshing in the same run, and commitFor's token.Spread gets a negative margin, so next_due_at lands ~200 years out and no sweep or reconcile refreshes it")
+		"engine defect: committing a document whose access token has already expired (a roll-forward, an escrow persist, a stale copy merged) publishes it as active instead of refreshing in the same run, and commitFor passes token.Spread a negative margin, which wraps: for about half of the name/generation hashes next_due_at lands up to ~290 years out and no sweep or reconcile refreshes it again")
 }
 
 func TestMain(m *testing.M) {
