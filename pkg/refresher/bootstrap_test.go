@@ -3,6 +3,7 @@ package refresher_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -66,8 +67,8 @@ func TestSeedProvidersThroughBootstrap(t *testing.T) {
 		Binary:  bin,
 		Env:     append(awsemu.Shared(t).Env(), "STATE_TABLE="+e.table, "SECRET_PREFIX="+e.prefix),
 		Timeout: 60 * time.Second,
-		Stdout:  suiteWriter{},
-		Stderr:  suiteWriter{},
+		Stdout:  io.MultiWriter(suiteWriter{}, &e.out),
+		Stderr:  io.MultiWriter(suiteWriter{}, &e.out),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -76,18 +77,23 @@ func TestSeedProvidersThroughBootstrap(t *testing.T) {
 
 	invoke := func() refresher.Report {
 		t.Helper()
+		run := e.runs.Begin()
 		res, err := emu.Invoke(ctx, scheduledEvent(t))
 		if err != nil {
+			run.End(nil)
 			t.Fatalf("invoke: %v", err)
 		}
 		if res.Err != nil {
+			run.End(nil)
 			t.Fatalf("function error: %v", res.Err)
 		}
-		_, _ = suiteWriter{}.Write(append(res.Payload, '\n'))
+		_, _ = io.MultiWriter(suiteWriter{}, &e.out).Write(append(res.Payload, '\n'))
 		var rep refresher.Report
 		if err := json.Unmarshal(res.Payload, &rep); err != nil {
+			run.End(nil)
 			t.Fatalf("report: %v", err)
 		}
+		run.End(&rep)
 		return rep
 	}
 

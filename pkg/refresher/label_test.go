@@ -273,9 +273,7 @@ func TestDeferredIsBacklogNotError(t *testing.T) {
 	clock.Advance(34 * time.Minute)
 	buf.Reset()
 	// The harness's minimum start is 5 s (2 s persist budget + a 3 s provider call).
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	rep, err := e.engine.Run(ctx, refresher.Request{Sweep: true})
+	rep, err := e.runWithin(5*time.Second, refresher.Request{Sweep: true})
 	if err != nil || rep.Summary[refresher.OutcomeDeferred] != n {
 		t.Fatalf("short sweep: got %v, error %v; want %d deferred and no error", rep.Summary, err, n)
 	}
@@ -302,9 +300,7 @@ func TestNoTimeForProviderCallIsDeferred(t *testing.T) {
 	hs.mu.Unlock()
 	// 5.9 s: 5.4 s after the report reserve passes the 5 s minimum start; the slow read
 	// leaves the lease less than the 2 s persist budget plus a 3 s provider call.
-	ctx, cancel := context.WithTimeout(context.Background(), 5900*time.Millisecond)
-	defer cancel()
-	rep, err := e.engine.Run(ctx, refresher.Request{Sweep: true})
+	rep, err := e.runWithin(5900*time.Millisecond, refresher.Request{Sweep: true})
 	if err != nil || rep.Summary[refresher.OutcomeDeferred] != 1 || sim.Requests() != before {
 		t.Fatalf("got %+v, error %v, %d provider requests; want deferred, no error, no request", rep.Tokens, err, sim.Requests()-before)
 	}

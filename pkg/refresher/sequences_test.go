@@ -202,6 +202,7 @@ func (f *faultEnv) interrupt(t *testing.T) string {
 // failed read was taken for "N is absent" and the spent refresh token was presented again.
 func TestSeq1RecoveryReadErrorIsNotAbsence(t *testing.T) {
 	f := newFaultEnv(t, nil)
+	f.expiredCommitDefect()
 	saved := f.interrupt(t)
 
 	remove := f.proxy.Add(faultproxy.Rule{Op: "secretsmanager.GetSecretValue", Match: bodyHas(saved), Error: faultproxy.InternalServiceError()})
@@ -232,6 +233,7 @@ func TestSeq1RecoveryReadErrorIsNotAbsence(t *testing.T) {
 // spent refresh token was committed and presented.
 func TestSeq2AdoptEditReadErrorIsNotAbsence(t *testing.T) {
 	f := newFaultEnv(t, nil)
+	f.expiredCommitDefect()
 	if r := f.runOnce(t); r.Outcome != refresher.OutcomeRefreshed {
 		t.Fatalf("first refresh: got %s (%s)", r.Outcome, r.Error)
 	}
@@ -269,7 +271,7 @@ func TestSeq3SlowClaimMakesNoProviderCall(t *testing.T) {
 	f.proxy.Add(faultproxy.Rule{Op: "DynamoDB_20120810.TransactWriteItems", Times: 1, After: func(string) {
 		// The claim is applied; its answer is late: the lease ends, another run works.
 		f.clock.Advance(time.Hour)
-		rep, _ := f.engine.Run(context.Background(), refresher.Request{Tokens: []string{"t"}})
+		rep, _ := f.run(refresher.Request{Tokens: []string{"t"}})
 		if rep != nil && len(rep.Tokens) == 1 {
 			other = rep.Tokens[0]
 		}
@@ -291,6 +293,7 @@ func TestSeq3SlowClaimMakesNoProviderCall(t *testing.T) {
 // release removed the in-flight record and a later refresh presented the spent token.
 func TestSeq4FailedRecoveryCommitKeepsEvidence(t *testing.T) {
 	f := newFaultEnv(t, nil)
+	f.expiredCommitDefect()
 	saved := f.interrupt(t)
 
 	remove := f.proxy.Add(faultproxy.Rule{Op: "DynamoDB_20120810.UpdateItem", Match: commitOnly, Error: faultproxy.InternalServerError()})
@@ -322,6 +325,7 @@ func (f *faultEnv) forced(t *testing.T) refresher.Row {
 // is still adopted.
 func TestSeq5OldCopyAfter101Rotations(t *testing.T) {
 	f := newFaultEnv(t, nil)
+	f.expiredCommitDefect()
 	for i := 0; i < 101; i++ {
 		if r := f.forced(t); r.Outcome != refresher.OutcomeRefreshed {
 			t.Fatalf("rotation %d: got %s (%s), want refreshed", i+1, r.Outcome, r.Error)
@@ -401,14 +405,15 @@ func TestSeq6RefusedPersistIsEscrowed(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			sealer := newSealer(t)
 			f := newFaultEnv(t, func(o *refresher.Options) { o.Sealer = sealer })
+			f.expiredCommitDefect()
 			remove := f.proxy.Add(faultproxy.Rule{Op: "secretsmanager.PutSecretValue", Error: tc.fault})
-			ctx := context.Background()
+			req := refresher.Request{Tokens: []string{"t"}}
+			var rep *refresher.Report
 			if tc.deadline > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, tc.deadline)
-				defer cancel()
+				rep, _ = f.runWithin(tc.deadline, req)
+			} else {
+				rep, _ = f.run(req)
 			}
-			rep, _ := f.engine.Run(ctx, refresher.Request{Tokens: []string{"t"}})
 			remove()
 			if r := row(t, rep, "t"); r.Outcome != refresher.OutcomeFailed || !strings.Contains(r.Error, "escrowed") {
 				t.Errorf("refused persist: got %s (%s), want failed, saying the token is escrowed", r.Outcome, r.Error)
@@ -439,6 +444,7 @@ func TestSeq6RefusedPersistIsEscrowed(t *testing.T) {
 func TestEscrowNeverFallsBackToOldToken(t *testing.T) {
 	sealer := newSealer(t)
 	f := newFaultEnv(t, func(o *refresher.Options) { o.Sealer = sealer })
+	f.expiredCommitDefect()
 	remove := f.proxy.Add(faultproxy.Rule{Op: "secretsmanager.PutSecretValue", Error: faultproxy.LimitExceeded()})
 	f.runOnce(t)
 	f.clock.Advance(time.Hour)
