@@ -658,7 +658,7 @@ func (c *mxCase) judge(s mxCaseSpec, v mxVerdict) mxVerdict {
 	}
 	v.gaveUp = len(vs) == 0 && c.gaveUpLive()
 	if v.gaveUp {
-		c.t.Logf("needs_reauth with the committed refresh token still live: killed between the presentation mark and the request (no reuse grace)")
+		c.t.Logf("needs_reauth with the committed refresh token still live: the holder stopped (killed, or stalled past its lease) between the presentation mark and the request (no reuse grace)")
 	}
 	for _, x := range vs {
 		v.violated = true
@@ -890,7 +890,7 @@ func TestFaultMatrix(t *testing.T) {
 	}
 	t.Logf("faultmatrix: matrix of %d cases (%d paths × their calls × %d faults); ran %s: %d (per fault %v) in %s (discovery %s)",
 		len(all), len(mxPaths), len(mxFaults), scope, ran, byFault, time.Since(start).Round(time.Second), discovered.Round(time.Second))
-	t.Logf("faultmatrix: %d cases, %d lost, %d presented twice, %d invariant violations, %d unsettled; %d faulted calls not made; %d needs_reauth killed holding the only copy (no grace); %d needs_reauth killed between the presentation mark and the request (no grace, token still live); %d failing, %d of them known engine defects; %d known defects now pass",
+	t.Logf("faultmatrix: %d cases, %d lost, %d presented twice, %d invariant violations, %d unsettled; %d faulted calls not made; %d needs_reauth killed holding the only copy (no grace); %d needs_reauth stopped between the presentation mark and the request (no grace, token still live); %d failing, %d of them known engine defects; %d known defects now pass",
 		ran, lost, twice, violated, unsettled, missed, inherent, gaveUp, failed, expected, passedKnown)
 }
 

@@ -74,17 +74,13 @@ func (b *lockedBuffer) bytes() []byte {
 }
 
 // checkInvariants asserts issue 17's I1–I5 (internal/invariant) after the test. A waived
-// invariant is not checked at all; a known defect excuses only the violations it names, and
-// says so when it no longer shows, so its waiver can go.
+// invariant is not checked at all.
 func (e *env) checkInvariants() {
 	e.t.Helper()
 	rotatings.Lock()
 	sims := append([]*providersim.Rotating(nil), rotatings.list...)
 	rotatings.Unlock()
-	for id, why := range e.waive {
-		e.t.Logf("invariant %s waived: %s", id, why)
-	}
-	vs, err := invariant.Violations(context.Background(), invariant.Input{
+	invariant.Check(e.t, invariant.Input{
 		Providers: sims,
 		Ledger:    e.ledger,
 		Store:     e.store,
@@ -94,39 +90,6 @@ func (e *env) checkInvariants() {
 		Waive:     e.waive,
 		Wall:      e.now == nil || reflect.ValueOf(e.now).Pointer() == reflect.ValueOf(time.Now).Pointer(),
 	})
-	if err != nil {
-		e.t.Errorf("invariant: %v", err)
-	}
-	seen := make([]bool, len(e.defects))
-	for _, v := range vs {
-		if i := e.knownDefect(v); i >= 0 {
-			seen[i] = true
-			e.t.Logf("invariant %s: known engine defect, waived: %s", v, e.defects[i].why)
-			continue
-		}
-		e.t.Errorf("invariant %s", v)
-	}
-	for i, d := range e.defects {
-		if !seen[i] {
-			e.t.Logf("known defect (%s %q) did not show: if it is fixed, remove its waiver: %s", d.id, d.detail, d.why)
-		}
-	}
-}
-
-// defect is a violation an engine defect causes in a test, waived until the defect is fixed.
-type defect struct {
-	id     invariant.ID
-	detail string // a part of the violation's Detail
-	why    string // the defect
-}
-
-func (e *env) knownDefect(v invariant.Violation) int {
-	for i, d := range e.defects {
-		if v.ID == d.id && strings.Contains(v.Detail, d.detail) {
-			return i
-		}
-	}
-	return -1
 }
 
 // waiveInvariant turns one invariant off for a test that breaks it on purpose.
@@ -135,20 +98,6 @@ func (e *env) waiveInvariant(id invariant.ID, why string) {
 		e.waive = map[invariant.ID]string{}
 	}
 	e.waive[id] = why
-}
-
-// expectDefect excuses the violations of id whose detail contains detail, for an engine
-// defect named in why (the engine is not this file's to fix).
-func (e *env) expectDefect(id invariant.ID, detail, why string) {
-	e.defects = append(e.defects, defect{id, detail, why})
-}
-
-// expiredCommitDefect is the defect the sequence tests meet: a document committed after its
-// access token expired (a saved or escrowed refresh rolled forward an hour later, a stale
-// copy merged) is published as active and may be left due centuries out.
-func (e *env) expiredCommitDefect() {
-	e.expectDefect(invariant.AccessForward, "as active with an access token that expired",
-		"engine defect: committing a document whose access token has already expired (a roll-forward, an escrow persist, a stale copy merged) publishes it as active instead of refreshing in the same run, and commitFor passes token.Spread a negative margin, which wraps: for about half of the name/generation hashes next_due_at lands up to ~290 years out and no sweep or reconcile refreshes it again")
 }
 
 func TestMain(m *testing.M) {
@@ -180,7 +129,6 @@ type env struct {
 	runs    *invariant.Runs
 	out     lockedBuffer
 	waive   map[invariant.ID]string // invariants a test breaks on purpose, with the reason
-	defects []defect                // violations a known engine defect causes
 }
 
 func newEnv(t *testing.T, now func() time.Time, tune func(*refresher.Options)) *env {

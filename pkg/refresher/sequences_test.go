@@ -202,7 +202,6 @@ func (f *faultEnv) interrupt(t *testing.T) string {
 // failed read was taken for "N is absent" and the spent refresh token was presented again.
 func TestSeq1RecoveryReadErrorIsNotAbsence(t *testing.T) {
 	f := newFaultEnv(t, nil)
-	f.expiredCommitDefect()
 	saved := f.interrupt(t)
 
 	remove := f.proxy.Add(faultproxy.Rule{Op: "secretsmanager.GetSecretValue", Match: bodyHas(saved), Error: faultproxy.InternalServiceError()})
@@ -222,8 +221,13 @@ func TestSeq1RecoveryReadErrorIsNotAbsence(t *testing.T) {
 	if r := f.runOnce(t); r.Outcome != refresher.OutcomeRefreshed {
 		t.Errorf("clean run: got %s (%s), want refreshed (rolled forward)", r.Outcome, r.Error)
 	}
-	if _, rec := f.committed("t"); rec.VersionID != saved {
-		t.Errorf("clean run: committed %s, want the saved version %s", rec.VersionID, saved)
+	// The saved version is committed; its access token expired meanwhile, so the same run
+	// refreshes once more on top of it (never publishing the expired one).
+	if _, rec := f.committed("t"); rec.PrevVersionID != saved {
+		t.Errorf("clean run: committed %s on top of %s, want it on top of the saved version %s", rec.VersionID, rec.PrevVersionID, saved)
+	}
+	if n := f.pres.total(); n != 2 {
+		t.Errorf("got %d provider presentations, want 2 (the interrupted refresh, then one with the saved version's refresh token)", n)
 	}
 	f.settled(t)
 }
@@ -233,7 +237,6 @@ func TestSeq1RecoveryReadErrorIsNotAbsence(t *testing.T) {
 // spent refresh token was committed and presented.
 func TestSeq2AdoptEditReadErrorIsNotAbsence(t *testing.T) {
 	f := newFaultEnv(t, nil)
-	f.expiredCommitDefect()
 	if r := f.runOnce(t); r.Outcome != refresher.OutcomeRefreshed {
 		t.Fatalf("first refresh: got %s (%s)", r.Outcome, r.Error)
 	}
@@ -293,7 +296,6 @@ func TestSeq3SlowClaimMakesNoProviderCall(t *testing.T) {
 // release removed the in-flight record and a later refresh presented the spent token.
 func TestSeq4FailedRecoveryCommitKeepsEvidence(t *testing.T) {
 	f := newFaultEnv(t, nil)
-	f.expiredCommitDefect()
 	saved := f.interrupt(t)
 
 	remove := f.proxy.Add(faultproxy.Rule{Op: "DynamoDB_20120810.UpdateItem", Match: commitOnly, Error: faultproxy.InternalServerError()})
@@ -325,7 +327,6 @@ func (f *faultEnv) forced(t *testing.T) refresher.Row {
 // is still adopted.
 func TestSeq5OldCopyAfter101Rotations(t *testing.T) {
 	f := newFaultEnv(t, nil)
-	f.expiredCommitDefect()
 	for i := 0; i < 101; i++ {
 		if r := f.forced(t); r.Outcome != refresher.OutcomeRefreshed {
 			t.Fatalf("rotation %d: got %s (%s), want refreshed", i+1, r.Outcome, r.Error)
@@ -405,7 +406,6 @@ func TestSeq6RefusedPersistIsEscrowed(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			sealer := newSealer(t)
 			f := newFaultEnv(t, func(o *refresher.Options) { o.Sealer = sealer })
-			f.expiredCommitDefect()
 			remove := f.proxy.Add(faultproxy.Rule{Op: "secretsmanager.PutSecretValue", Error: tc.fault})
 			req := refresher.Request{Tokens: []string{"t"}}
 			var rep *refresher.Report
@@ -428,11 +428,13 @@ func TestSeq6RefusedPersistIsEscrowed(t *testing.T) {
 			if r := f.runOnce(t); r.Outcome != refresher.OutcomeRefreshed {
 				t.Errorf("next run: got %s (%s), want refreshed (the escrow persisted and committed)", r.Outcome, r.Error)
 			}
-			if _, rec := f.committed("t"); rec.VersionID != to || rec.Inflight != nil {
-				t.Errorf("next run: committed %s inflight %+v, want %s committed and the escrow gone", rec.VersionID, rec.Inflight, to)
+			// The escrowed version is committed; its access token expired meanwhile, so the
+			// same run refreshes once more on top of it, with the escrowed refresh token.
+			if _, rec := f.committed("t"); rec.PrevVersionID != to || rec.Inflight != nil {
+				t.Errorf("next run: committed %s on top of %s, inflight %+v; want it on top of %s and the escrow gone", rec.VersionID, rec.PrevVersionID, rec.Inflight, to)
 			}
-			if n := f.pres.total(); n != 1 {
-				t.Errorf("got %d provider presentations, want 1 (the rotation; the escrow needs none)", n)
+			if n := f.pres.total(); n != 2 {
+				t.Errorf("got %d provider presentations, want 2 (the rotation, then one with the escrowed refresh token; the escrow itself needs none)", n)
 			}
 			f.settled(t)
 		})
@@ -444,7 +446,6 @@ func TestSeq6RefusedPersistIsEscrowed(t *testing.T) {
 func TestEscrowNeverFallsBackToOldToken(t *testing.T) {
 	sealer := newSealer(t)
 	f := newFaultEnv(t, func(o *refresher.Options) { o.Sealer = sealer })
-	f.expiredCommitDefect()
 	remove := f.proxy.Add(faultproxy.Rule{Op: "secretsmanager.PutSecretValue", Error: faultproxy.LimitExceeded()})
 	f.runOnce(t)
 	f.clock.Advance(time.Hour)
