@@ -13,9 +13,9 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(awsemu.RunTests(m)) }
 
-// strictEnv turns on the assertions today's engine does not meet yet (it stops at the
-// first throttled write): no throttling failures, no Lambda error, all refreshed in ≤ 2
-// invocations. The lead tightens this after the engine changes (issue 18).
+// strictEnv turns on the throughput assertions: no throttling failures, no Lambda error,
+// all refreshed in ≤ 2 invocations. They depend on how fast moto answers (a loaded 2-core
+// machine misses the 2-invocation bound), so they are opt-in.
 const strictEnv = "TR_LOADTEST_STRICT"
 
 // TestSmallLoad is the load test at 100 tokens under a 20 writes/s limit: whatever the
@@ -26,6 +26,7 @@ func TestSmallLoad(t *testing.T) {
 		MotoURL:        awsemu.Shared(t).URL,
 		Tokens:         100,
 		WriteLimit:     20,
+		Pace:           16, // below the limit, as WRITE_RATE is below Secrets Manager's quota
 		Concurrency:    8,
 		Deadline:       30 * time.Second,
 		MaxInvocations: 20,
@@ -52,7 +53,7 @@ func TestSmallLoad(t *testing.T) {
 	}
 
 	if os.Getenv(strictEnv) == "" {
-		t.Logf("%s not set: throughput assertions off (today's engine stops at the first throttled write)", strictEnv)
+		t.Logf("%s not set: throughput assertions off (they depend on how fast moto answers on this machine)", strictEnv)
 		return
 	}
 	if n := len(res.Invocations); n > 2 || res.Left != 0 {
