@@ -637,7 +637,7 @@ func (c *mxCase) judge(s mxCaseSpec, v mxVerdict) mxVerdict {
 	e := c.e
 	vs, err := invariant.Violations(context.Background(), invariant.Input{
 		Providers: e.rotatings(), Ledger: e.ledger, Store: e.store, Prefix: e.prefix,
-		Runs: e.runs, Output: e.out.bytes(), Wall: !e.injected,
+		Runs: e.runs, Output: e.out.Bytes(), Wall: !e.injected,
 	})
 	for _, id := range []invariant.ID{invariant.NoRespend, invariant.CommittedLive, invariant.AccessForward, invariant.NoLeak, invariant.RefreshedIsCommitted} {
 		e.waiveInvariant(id, "judged by the fault matrix case")

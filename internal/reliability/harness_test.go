@@ -89,28 +89,9 @@ type env struct {
 
 	// What the invariants (issue 17) are checked against after the test.
 	runs     *invariant.Runs
-	out      lockedBuffer // this env's logs, metrics, reports and errors
-	injected bool         // an engine ran on an injected clock, not the wall's
+	out      invariant.Capture // this env's logs, metrics, reports and errors
+	injected bool              // an engine ran on an injected clock, not the wall's
 	waive    map[invariant.ID]string
-}
-
-// lockedBuffer is an io.Writer safe for concurrent use.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	b.buf = append(b.buf, p...)
-	b.mu.Unlock()
-	return len(p), nil
-}
-
-func (b *lockedBuffer) bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]byte(nil), b.buf...)
 }
 
 // output writes to the suite-wide scan and to this env's own capture.
@@ -198,7 +179,7 @@ func (e *env) checkInvariants() {
 		Store:     e.store,
 		Prefix:    e.prefix,
 		Runs:      e.runs,
-		Output:    e.out.bytes(),
+		Output:    e.out.Bytes(),
 		Wall:      !e.injected,
 		Waive:     e.waive,
 	})

@@ -217,6 +217,14 @@ func (l *Ledger) Renew(ctx context.Context, name, holder string, generation int6
 	return res.record("renew", name)
 }
 
+// inflightFence: holder still holds the record at generation, and the refresh in flight is
+// the one to version to. The lease's time is not part of it (see Escrow).
+func inflightFence(holder string, generation int64, to string) expression.ConditionBuilder {
+	return expression.Name(attrLeaseHolder).Equal(expression.Value(holder)).
+		And(expression.Name(attrGeneration).Equal(expression.Value(generation))).
+		And(expression.Name(pathInflightTo).Equal(expression.Value(to)))
+}
+
 // Presenting is the mark a holder writes just before it sends the in-flight
 // refresh's refresh token to the provider (docs/design.md §4, step 3).
 type Presenting struct {
@@ -239,10 +247,7 @@ func (l *Ledger) MarkPresented(ctx context.Context, p Presenting) error {
 	upd := expression.Set(expression.Name(pathInflightPresAt), expression.IfNotExists(expression.Name(pathInflightPresAt), expression.Value(formatTime(p.At)))).
 		Remove(expression.Name(pathInflightUnpres)).
 		Remove(expression.Name(pathInflightUnspent))
-	cond := expression.Name(attrLeaseHolder).Equal(expression.Value(p.Holder)).
-		And(expression.Name(attrGeneration).Equal(expression.Value(p.Generation))).
-		And(expression.Name(pathInflightTo).Equal(expression.Value(p.To)))
-	res, err := l.update(ctx, tokenKey(p.Name), upd, cond)
+	res, err := l.update(ctx, tokenKey(p.Name), upd, inflightFence(p.Holder, p.Generation, p.To))
 	if err != nil {
 		return fmt.Errorf("ledger: mark presented %s: %w", p.Name, err)
 	}
@@ -279,10 +284,7 @@ func (l *Ledger) Escrow(ctx context.Context, w EscrowWrite) error {
 	}
 	upd := expression.Set(expression.Name(pathInflightEscrow), expression.Value(w.Sealed)).
 		Set(expression.Name(pathInflightEscrowedAt), expression.Value(formatTime(at)))
-	cond := expression.Name(attrLeaseHolder).Equal(expression.Value(w.Holder)).
-		And(expression.Name(attrGeneration).Equal(expression.Value(w.Generation))).
-		And(expression.Name(pathInflightTo).Equal(expression.Value(w.To)))
-	res, err := l.update(ctx, tokenKey(w.Name), upd, cond)
+	res, err := l.update(ctx, tokenKey(w.Name), upd, inflightFence(w.Holder, w.Generation, w.To))
 	if err != nil {
 		return fmt.Errorf("ledger: escrow %s: %w", w.Name, err)
 	}

@@ -54,25 +54,6 @@ var rotatings struct {
 	list []*providersim.Rotating
 }
 
-// lockedBuffer is one env's captured output (logs, metrics, reports, errors).
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	b.buf = append(b.buf, p...)
-	b.mu.Unlock()
-	return len(p), nil
-}
-
-func (b *lockedBuffer) bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]byte(nil), b.buf...)
-}
-
 // checkInvariants asserts issue 17's I1–I5 (internal/invariant) after the test. A waived
 // invariant is not checked at all.
 func (e *env) checkInvariants() {
@@ -86,7 +67,7 @@ func (e *env) checkInvariants() {
 		Store:     e.store,
 		Prefix:    e.prefix,
 		Runs:      e.runs,
-		Output:    e.out.bytes(),
+		Output:    e.out.Bytes(),
 		Waive:     e.waive,
 		Wall:      e.now == nil || reflect.ValueOf(e.now).Pointer() == reflect.ValueOf(time.Now).Pointer(),
 	})
@@ -127,7 +108,7 @@ type env struct {
 	engine  *refresher.Engine
 	options refresher.Options
 	runs    *invariant.Runs
-	out     lockedBuffer
+	out     invariant.Capture
 	waive   map[invariant.ID]string // invariants a test breaks on purpose, with the reason
 }
 

@@ -15,6 +15,30 @@ import (
 	"github.com/seed-502fa48b/token-refresher/pkg/token"
 )
 
+// mustRefresh forces one refresh that must succeed: a test's starting state.
+func (f *faultEnv) mustRefresh(t *testing.T) {
+	t.Helper()
+	if r := f.forced(t); r.Outcome != refresher.OutcomeRefreshed {
+		t.Fatalf("setup refresh: got %s (%s), want refreshed", r.Outcome, r.Error)
+	}
+}
+
+// expectRun runs once and checks its outcome, how many requests it sent to the provider,
+// and that no refresh token was presented again outside the grace.
+func (f *faultEnv) expectRun(t *testing.T, run func(*testing.T) refresher.Row, want string, wantPresented int) {
+	t.Helper()
+	before := f.pres.total()
+	if r := run(t); r.Outcome != want {
+		t.Errorf("got %s (%s), want %s", r.Outcome, r.Error, want)
+	}
+	if got := f.pres.total() - before; got != wantPresented {
+		t.Errorf("sent %d requests to the provider, want %d", got, wantPresented)
+	}
+	if got := len(f.sim.Respent()); got != 0 {
+		t.Errorf("got %d refresh tokens presented again outside the grace, want 0", got)
+	}
+}
+
 // deadHolder leaves the state a holder killed mid-refresh leaves: the lease and the
 // refresh in flight from the committed version, marked presented (or not), and — when
 // reached — the provider having rotated the refresh token, whose answer died with it.
@@ -77,22 +101,10 @@ func TestRecoveryPresentsOnlyInsideTheGrace(t *testing.T) {
 			if tc.reached && !tc.wantLive {
 				f.waiveInvariant(invariant.CommittedLive, "the rotated token died with the holder: the loss is the test's premise; I1 is what it checks")
 			}
-			if r := f.forced(t); r.Outcome != refresher.OutcomeRefreshed {
-				t.Fatalf("setup refresh: got %s (%s), want refreshed", r.Outcome, r.Error)
-			}
+			f.mustRefresh(t)
 			f.deadHolder(t, tc.marked, tc.reached)
 			f.clock.Advance(tc.after)
-			before := f.pres.total()
-			r := f.runOnce(t)
-			if r.Outcome != tc.want {
-				t.Errorf("recovery: got %s (%s), want %s", r.Outcome, r.Error, tc.want)
-			}
-			if got := f.pres.total() - before; got != tc.wantPresented {
-				t.Errorf("recovery sent %d requests, want %d", got, tc.wantPresented)
-			}
-			if got := len(f.sim.Respent()); got != 0 {
-				t.Errorf("got %d refresh tokens presented again outside the grace, want 0", got)
-			}
+			f.expectRun(t, f.runOnce, tc.want, tc.wantPresented)
 			doc, rec := f.committed("t")
 			if rec.Inflight != nil {
 				t.Errorf("the refresh is still in flight after the recovery: %+v", rec.Inflight)
@@ -125,21 +137,9 @@ func TestLostAnswerRetriedOnlyInsideTheGrace(t *testing.T) {
 			if tc.want == refresher.OutcomeNeedsReauth {
 				f.waiveInvariant(invariant.CommittedLive, "the rotated token was lost with the answer: the loss is the test's premise; I1 is what it checks")
 			}
-			if r := f.forced(t); r.Outcome != refresher.OutcomeRefreshed {
-				t.Fatalf("setup refresh: got %s (%s), want refreshed", r.Outcome, r.Error)
-			}
+			f.mustRefresh(t)
 			f.sim.DropNextResponse()
-			before := f.pres.total()
-			r := f.forced(t)
-			if r.Outcome != tc.want {
-				t.Errorf("got %s (%s), want %s", r.Outcome, r.Error, tc.want)
-			}
-			if got := f.pres.total() - before; got != tc.wantPresented {
-				t.Errorf("sent %d requests, want %d", got, tc.wantPresented)
-			}
-			if got := len(f.sim.Respent()); got != 0 {
-				t.Errorf("got %d refresh tokens presented again outside the grace, want 0", got)
-			}
+			f.expectRun(t, f.forced, tc.want, tc.wantPresented)
 		})
 	}
 }
@@ -148,9 +148,7 @@ func TestLostAnswerRetriedOnlyInsideTheGrace(t *testing.T) {
 // the next run refreshes normally instead of giving the token up.
 func TestMarkRefusedSendsNothing(t *testing.T) {
 	f := newFaultEnv(t, nil)
-	if r := f.forced(t); r.Outcome != refresher.OutcomeRefreshed {
-		t.Fatalf("setup refresh: got %s (%s), want refreshed", r.Outcome, r.Error)
-	}
+	f.mustRefresh(t)
 	remove := f.proxy.Add(faultproxy.Rule{Op: "DynamoDB_20120810.UpdateItem", Match: bodyHas(`presented_at`, `if_not_exists`), Error: faultproxy.InternalServerError()})
 	before := f.pres.total()
 	r := f.forced(t)
