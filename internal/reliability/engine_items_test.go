@@ -209,7 +209,8 @@ func TestLeaseRenewal(t *testing.T) {
 		sim, cs := crashProvider(t, 60*time.Second)
 		a := e.engine(time.Now, nil)
 		const name = "stolen"
-		e.seed(name, rotatingDoc(sim.URL(), "app", cs, sim.Seed(""), "60s"))
+		seed := sim.Seed("")
+		e.seed(name, rotatingDoc(sim.URL(), "app", cs, seed, "60s"))
 		remove := e.proxy.Add(faultproxy.Rule{Op: "secretsmanager.PutSecretValue", Match: bodyContains(persistStage), Error: faultproxy.ThrottlingError(faultproxy.SecretsManager)})
 		defer remove()
 		ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
@@ -238,6 +239,20 @@ func TestLeaseRenewal(t *testing.T) {
 		}
 		if lastRenew < 0 || after != 0 {
 			t.Errorf("renewal at event %d, %d PutSecretValue after it; want a refused renewal and no write after", lastRenew, after)
+		}
+		// The rotated token is not lost with the lease: the holder that presented it escrowed
+		// it (fenced by its mark, not by the lease it lost), and the next run finishes it.
+		if rec, err := e.ledger.Get(context.Background(), name); err != nil || rec.Inflight == nil || len(rec.Inflight.Escrow) == 0 {
+			t.Fatalf("after the refused renewal: got err %v, inflight %+v; want the rotated token escrowed", err, rec.Inflight)
+		}
+		remove()
+		e.expireLease(name)
+		if r := run(t, a, refresher.Request{Tokens: []string{name}}); r.Outcome != refresher.OutcomeRefreshed {
+			t.Errorf("next run: %s (%s), want refreshed from the escrow", r.Outcome, r.Error)
+		}
+		doc, _ := e.committed(name)
+		if sim.Live(seed) != doc.RefreshToken.Reveal() {
+			t.Error("the committed refresh token is not the provider's live one")
 		}
 	})
 }

@@ -284,6 +284,7 @@ func (c *mxCase) pass() {
 		c.clock.advance(mxPass)
 		return
 	}
+	// Every faulted invocation has returned (or was killed) before the clean runs.
 	c.e.expireLease(c.name)
 }
 

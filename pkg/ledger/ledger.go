@@ -158,6 +158,11 @@ type Inflight struct {
 	// when the first such request was about to be sent. See Presented.
 	Unpresented bool
 	PresentedAt time.Time
+	// PresentedBy is the holder that wrote the mark; HolderUntil when its invocation
+	// ends at the latest (zero: not known). Until then that holder may still save the
+	// rotated token (Escrow) or take its mark back (Unmark), whoever holds the lease.
+	PresentedBy string
+	HolderUntil time.Time
 }
 
 // Presented reports whether a request carrying the refresh token may have been sent
@@ -255,6 +260,8 @@ type inflightItem struct {
 	// Unpresented and PresentedAt: see Inflight.Presented.
 	Unpresented bool   `dynamodbav:"unpresented,omitempty"`
 	PresentedAt string `dynamodbav:"presented_at,omitempty"`
+	PresentedBy string `dynamodbav:"presented_by,omitempty"`
+	HolderUntil int64  `dynamodbav:"holder_until,omitempty"` // unix ms; 0: not known
 }
 
 // Attribute paths inside inflight (the names of inflightItem's fields).
@@ -267,6 +274,8 @@ const (
 	pathInflightUnspent    = attrInflight + ".unspent"
 	pathInflightUnpres     = attrInflight + ".unpresented"
 	pathInflightPresAt     = attrInflight + ".presented_at"
+	pathInflightPresBy     = attrInflight + ".presented_by"
+	pathInflightHolderTill = attrInflight + ".holder_until"
 )
 
 type bucketItem struct {
@@ -343,6 +352,10 @@ func toItem(r Record) recordItem {
 			From: r.Inflight.From, To: r.Inflight.To, StartedAt: formatTime(r.Inflight.StartedAt),
 			Escrow: r.Inflight.Escrow, EscrowedAt: formatTime(r.Inflight.EscrowedAt), Unspent: r.Inflight.Unspent,
 			Unpresented: r.Inflight.Unpresented, PresentedAt: formatTime(r.Inflight.PresentedAt),
+			PresentedBy: r.Inflight.PresentedBy,
+		}
+		if !r.Inflight.HolderUntil.IsZero() {
+			it.Inflight.HolderUntil = r.Inflight.HolderUntil.UnixMilli()
 		}
 	}
 	return it
@@ -404,7 +417,10 @@ func decodeRecord(av map[string]types.AttributeValue) (Record, error) {
 			return Record{}, err
 		}
 		r.Inflight = &Inflight{From: it.Inflight.From, To: it.Inflight.To, StartedAt: started, Escrow: it.Inflight.Escrow, EscrowedAt: escrowedAt, Unspent: it.Inflight.Unspent,
-			Unpresented: it.Inflight.Unpresented, PresentedAt: presentedAt}
+			Unpresented: it.Inflight.Unpresented, PresentedAt: presentedAt, PresentedBy: it.Inflight.PresentedBy}
+		if it.Inflight.HolderUntil > 0 {
+			r.Inflight.HolderUntil = msTime(it.Inflight.HolderUntil)
+		}
 	}
 	return r, nil
 }

@@ -156,7 +156,9 @@ func (l *Ledger) Release(ctx context.Context, r Release) (Record, error) {
 		// would not say so): the refresh counts as never presented again.
 		upd = upd.Set(expression.Name(pathInflightUnspent), expression.Value(true)).
 			Set(expression.Name(pathInflightUnpres), expression.Value(true)).
-			Remove(expression.Name(pathInflightPresAt))
+			Remove(expression.Name(pathInflightPresAt)).
+			Remove(expression.Name(pathInflightPresBy)).
+			Remove(expression.Name(pathInflightHolderTill))
 		cond = cond.And(expression.Name(attrInflight).AttributeExists(), expression.Name(pathInflightEscrow).AttributeNotExists())
 	}
 	if r.Failure != "" {
@@ -232,6 +234,9 @@ type Presenting struct {
 	Generation   int64     // the generation claimed
 	To           string    // the in-flight target version
 	At           time.Time // when the request is about to be sent
+	// Until is when the holder's invocation ends at the latest (zero: not known): a
+	// recovery before then waits, because the holder may still save what it got.
+	Until time.Time
 }
 
 // MarkPresented records, before a provider call, that the in-flight refresh's
@@ -244,7 +249,15 @@ func (l *Ledger) MarkPresented(ctx context.Context, p Presenting) error {
 	if p.Name == "" || p.Holder == "" || p.To == "" || p.At.IsZero() {
 		return fmt.Errorf("ledger: mark presented %q: empty name, holder, version or time", p.Name)
 	}
+	var until int64
+	if !p.Until.IsZero() {
+		until = p.Until.UnixMilli()
+	}
+	// The three fields are written and removed together (holder_until 0 when unknown), so a
+	// second mark (a recovery inside the grace) keeps all of the first holder's.
 	upd := expression.Set(expression.Name(pathInflightPresAt), expression.IfNotExists(expression.Name(pathInflightPresAt), expression.Value(formatTime(p.At)))).
+		Set(expression.Name(pathInflightPresBy), expression.IfNotExists(expression.Name(pathInflightPresBy), expression.Value(p.Holder))).
+		Set(expression.Name(pathInflightHolderTill), expression.IfNotExists(expression.Name(pathInflightHolderTill), expression.Value(until))).
 		Remove(expression.Name(pathInflightUnpres)).
 		Remove(expression.Name(pathInflightUnspent))
 	res, err := l.update(ctx, tokenKey(p.Name), upd, inflightFence(p.Holder, p.Generation, p.To))
@@ -253,6 +266,37 @@ func (l *Ledger) MarkPresented(ctx context.Context, p Presenting) error {
 	}
 	if res.failed {
 		return fmt.Errorf("ledger: mark presented %s: %w", p.Name, ErrLeaseLost)
+	}
+	return nil
+}
+
+// Unmark takes back the presentation mark of holder, who learned it never sent the
+// request (the mark's answer came too late to call), when its lease is gone and Release
+// could not: fenced by generation, the in-flight target, the mark being holder's, no
+// escrow, and no other live lease (a holder inside the grace may be sending on the same
+// mark). ErrLeaseLost when the fence fails.
+func (l *Ledger) Unmark(ctx context.Context, name, holder string, generation int64, to string) error {
+	if name == "" || holder == "" || to == "" {
+		return fmt.Errorf("ledger: unmark %q: empty name, holder or version", name)
+	}
+	upd := expression.Set(expression.Name(pathInflightUnpres), expression.Value(true)).
+		Remove(expression.Name(pathInflightPresAt)).
+		Remove(expression.Name(pathInflightPresBy)).
+		Remove(expression.Name(pathInflightHolderTill))
+	noLease := expression.Name(attrLeaseHolder).AttributeNotExists().
+		Or(expression.Name(attrLeaseHolder).Equal(expression.Value(holder))).
+		Or(expression.Name(attrLeaseUntil).LessThan(expression.Value(l.now().UnixMilli())))
+	cond := expression.Name(pathInflightPresBy).Equal(expression.Value(holder)).
+		And(expression.Name(attrGeneration).Equal(expression.Value(generation))).
+		And(expression.Name(pathInflightTo).Equal(expression.Value(to))).
+		And(expression.Name(pathInflightEscrow).AttributeNotExists()).
+		And(noLease)
+	res, err := l.update(ctx, tokenKey(name), upd, cond)
+	if err != nil {
+		return fmt.Errorf("ledger: unmark %s: %w", name, err)
+	}
+	if res.failed {
+		return fmt.Errorf("ledger: unmark %s: %w", name, ErrLeaseLost)
 	}
 	return nil
 }
@@ -284,7 +328,14 @@ func (l *Ledger) Escrow(ctx context.Context, w EscrowWrite) error {
 	}
 	upd := expression.Set(expression.Name(pathInflightEscrow), expression.Value(w.Sealed)).
 		Set(expression.Name(pathInflightEscrowedAt), expression.Value(formatTime(at)))
-	res, err := l.update(ctx, tokenKey(w.Name), upd, inflightFence(w.Holder, w.Generation, w.To))
+	// The holder, or the holder that presented the token: a successor's claim does not
+	// take away the presenting holder's right to save what the provider gave it, until
+	// a commit settles the refresh (the generation moves).
+	holder := expression.Name(attrLeaseHolder).Equal(expression.Value(w.Holder)).
+		Or(expression.Name(pathInflightPresBy).Equal(expression.Value(w.Holder)))
+	cond := holder.And(expression.Name(attrGeneration).Equal(expression.Value(w.Generation))).
+		And(expression.Name(pathInflightTo).Equal(expression.Value(w.To)))
+	res, err := l.update(ctx, tokenKey(w.Name), upd, cond)
 	if err != nil {
 		return fmt.Errorf("ledger: escrow %s: %w", w.Name, err)
 	}

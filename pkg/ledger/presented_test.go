@@ -108,3 +108,69 @@ func TestPresentedLegacyRecord(t *testing.T) {
 		t.Errorf("Presented: got (%s, %v), want (%s, true): the first holder's start", at, ok, t0)
 	}
 }
+
+// The holder that presented the token may still save what the provider gave it after a
+// successor claimed (until a commit moves the generation), and may take back a mark for a
+// request it never sent while no other lease is live.
+func TestPresentingHolderAfterATakeOver(t *testing.T) {
+	later := t0.Add(3 * time.Minute)
+	tests := []struct {
+		name    string
+		steps   func(t *testing.T, e *env) error // after the claim, the mark and the successor's claim; the last error is checked
+		wantErr error
+	}{
+		{name: "escrow by the presenting holder", steps: func(t *testing.T, e *env) error {
+			return e.l.Escrow(e.ctx, escrowWrite())
+		}},
+		{name: "escrow by another holder", steps: func(t *testing.T, e *env) error {
+			w := escrowWrite()
+			w.Holder = "other"
+			return e.l.Escrow(e.ctx, w)
+		}, wantErr: ledger.ErrLeaseLost},
+		{name: "escrow after the successor committed", steps: func(t *testing.T, e *env) error {
+			if _, err := e.l.Commit(e.ctx, ledger.Commit{Name: "acme", Holder: "next", FromGeneration: 4, From: "v1", To: "n5"}); err != nil {
+				t.Fatalf("successor's Commit: %v", err)
+			}
+			return e.l.Escrow(e.ctx, escrowWrite())
+		}, wantErr: ledger.ErrLeaseLost},
+		{name: "unmark while the successor's lease is live", steps: func(t *testing.T, e *env) error {
+			return e.l.Unmark(e.ctx, "acme", "me", 4, "n5")
+		}, wantErr: ledger.ErrLeaseLost},
+		{name: "unmark after the successor released", steps: func(t *testing.T, e *env) error {
+			if _, err := e.l.Release(e.ctx, ledger.Release{Name: "acme", Holder: "next"}); err != nil {
+				t.Fatalf("successor's Release: %v", err)
+			}
+			return e.l.Unmark(e.ctx, "acme", "me", 4, "n5")
+		}},
+		{name: "unmark by another holder", steps: func(t *testing.T, e *env) error {
+			if _, err := e.l.Release(e.ctx, ledger.Release{Name: "acme", Holder: "next"}); err != nil {
+				t.Fatalf("successor's Release: %v", err)
+			}
+			return e.l.Unmark(e.ctx, "acme", "next", 4, "n5")
+		}, wantErr: ledger.ErrLeaseLost},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			claimed(t, e)
+			p := presenting(t0.Add(10 * time.Second))
+			p.Until = later
+			if err := e.l.MarkPresented(e.ctx, p); err != nil {
+				t.Fatalf("mark: %v", err)
+			}
+			if err := takeOver(t, e, "n5"); err != nil {
+				t.Fatalf("successor's claim: %v", err)
+			}
+			rec, err := e.l.Get(e.ctx, "acme")
+			if err != nil {
+				t.Fatalf("Get: %v", err)
+			}
+			if rec.Inflight.PresentedBy != "me" || !rec.Inflight.HolderUntil.Equal(later.Truncate(time.Millisecond)) {
+				t.Fatalf("after the successor's claim: presented by %q until %s, want me until %s", rec.Inflight.PresentedBy, rec.Inflight.HolderUntil, later)
+			}
+			if err := tc.steps(t, e); !errors.Is(err, tc.wantErr) {
+				t.Errorf("got err %v, want %v", err, tc.wantErr)
+			}
+		})
+	}
+}

@@ -74,6 +74,7 @@ type stateTable interface {
 	MarkLabelLag(ctx context.Context, name string, generation int64, from string) error
 	Escrow(ctx context.Context, w ledger.EscrowWrite) error
 	MarkPresented(ctx context.Context, p ledger.Presenting) error
+	Unmark(ctx context.Context, name, holder string, generation int64, to string) error
 }
 
 // sealer encrypts a rotated private document for the state table (pkg/escrow), bound to

@@ -77,6 +77,10 @@ func (t *tokenRun) claim(q *ledger.QuotaReservation, purpose claimPurpose) error
 	t.mayBeSpent, t.escrowed = t.rec.Interrupted(), false
 	// An earlier holder's presentation of this refresh is inherited; a new refresh has none.
 	t.presentedAt, t.maybeReached = t.rec.Inflight.Presented()
+	t.presentedBy, t.holderUntil, t.markedHere = "", time.Time{}, false
+	if t.maybeReached {
+		t.presentedBy, t.holderUntil = t.rec.Inflight.PresentedBy, t.rec.Inflight.HolderUntil
+	}
 	t.rel = ledger.Release{}
 	if q != nil {
 		t.st.noteQuota(quotaSeen{key: q.Key, day: q.Day, limit: q.Limit})
@@ -205,6 +209,13 @@ func (t *tokenRun) release() {
 	r.Unspent = !t.mayBeSpent // the in-flight record stays either way; only a commit removes it
 	t.leaseGone()
 	rec, err := t.e.opts.Ledger.Release(t.ctx, r)
+	if err != nil && r.Unspent && t.markedHere && errors.Is(err, ledger.ErrLeaseLost) {
+		// Another run claimed meanwhile: take our mark back, so the token is not given up
+		// for a request that was never sent.
+		if uerr := t.e.opts.Ledger.Unmark(t.ctx, t.name, r.Holder, t.rec.Generation, t.nextVersion()); uerr != nil {
+			t.log.WarnContext(t.ctx, "taking back the presentation mark failed", "error", uerr.Error())
+		}
+	}
 	if err != nil {
 		t.log.WarnContext(t.ctx, "release lease failed; it expires by itself", "error", err.Error())
 		return

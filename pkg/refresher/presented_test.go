@@ -44,6 +44,12 @@ func (f *faultEnv) expectRun(t *testing.T, run func(*testing.T) refresher.Row, w
 // reached — the provider having rotated the refresh token, whose answer died with it.
 func (f *faultEnv) deadHolder(t *testing.T, marked, reached bool) {
 	t.Helper()
+	f.presentingHolder(t, marked, reached, time.Time{})
+}
+
+// presentingHolder is deadHolder whose invocation may run until until (zero: not known).
+func (f *faultEnv) presentingHolder(t *testing.T, marked, reached bool, until time.Time) {
+	t.Helper()
 	ctx := context.Background()
 	doc, rec := f.committed("t")
 	now := f.clock.Now()
@@ -52,7 +58,7 @@ func (f *faultEnv) deadHolder(t *testing.T, marked, reached bool) {
 		t.Fatalf("dead holder's claim: %v", err)
 	}
 	if marked {
-		if err := f.ledger.MarkPresented(ctx, ledger.Presenting{Name: "t", Holder: "dead", Generation: rec.Generation, To: "dead-n", At: now}); err != nil {
+		if err := f.ledger.MarkPresented(ctx, ledger.Presenting{Name: "t", Holder: "dead", Generation: rec.Generation, To: "dead-n", At: now, Until: until}); err != nil {
 			t.Fatalf("dead holder's mark: %v", err)
 		}
 	}
@@ -168,4 +174,24 @@ func TestMarkRefusedSendsNothing(t *testing.T) {
 		t.Errorf("next run: got %s (%s), want refreshed", r.Outcome, r.Error)
 	}
 	f.settled(t)
+}
+
+// A recovery that finds the presenting holder's invocation possibly still running waits for
+// it (that holder may yet escrow the provider's answer or take its mark back) and gives
+// the token up only after it has certainly ended.
+func TestRecoveryWaitsForThePresentingHolder(t *testing.T) {
+	f := newFaultEnv(t, nil)
+	f.waiveInvariant(invariant.CommittedLive, "the rotated token died with the holder: the loss is the test's premise; I1 is what it checks")
+	f.mustRefresh(t)
+	f.presentingHolder(t, true, true, f.clock.Now().Add(5*time.Minute))
+	f.clock.Advance(time.Minute) // the lease is over, the holder's invocation may not be
+	r := f.runOnce(t)
+	if r.Outcome != refresher.OutcomeFailed || !strings.Contains(r.Error, "waiting until") {
+		t.Errorf("while the holder may run: got %s (%s), want failed, waiting for it", r.Outcome, r.Error)
+	}
+	if _, rec := f.committed("t"); rec.Inflight == nil {
+		t.Error("the refresh in flight is gone while its holder may still save it")
+	}
+	f.clock.Advance(5 * time.Minute)
+	f.expectRun(t, f.runOnce, refresher.OutcomeNeedsReauth, 0)
 }

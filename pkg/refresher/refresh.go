@@ -308,7 +308,13 @@ func (t *tokenRun) callTimeout(attempt int) (time.Duration, error) {
 // recovery that finds the mark and no saved version knows the provider may have rotated it.
 func (t *tokenRun) markPresented() error {
 	now := t.e.now()
-	err := t.e.opts.Ledger.MarkPresented(t.ctx, ledger.Presenting{Name: t.name, Holder: t.holder, Generation: t.rec.Generation, To: t.nextVersion(), At: now})
+	p := ledger.Presenting{Name: t.name, Holder: t.holder, Generation: t.rec.Generation, To: t.nextVersion(), At: now}
+	if left, ok := timeLeft(t.ctx); ok {
+		// Until then this invocation may still escrow what the provider answers (the escrow
+		// is tried for escrowWriteTime past the deadline): a recovery waits for it.
+		p.Until = now.Add(left + escrowWriteTime)
+	}
+	err := t.e.opts.Ledger.MarkPresented(t.ctx, p)
 	if errors.Is(err, ledger.ErrLeaseLost) {
 		t.leaseGone()
 		return errLeaseLostBeforeCall
@@ -316,7 +322,7 @@ func (t *tokenRun) markPresented() error {
 	if err != nil {
 		return fmt.Errorf("mark the refresh token presented (nothing was sent to the provider): %w", err)
 	}
-	t.presentedAt = now
+	t.presentedAt, t.presentedBy, t.holderUntil, t.markedHere = now, t.holder, p.Until, true
 	return nil
 }
 
@@ -342,8 +348,15 @@ func (t *tokenRun) withinGrace(doc *token.Private) error {
 		return nil
 	}
 	grace := doc.Provider.ReuseGrace
-	if t.e.now().Add(t.e.opts.ClockSkew).Before(t.presentedAt.Add(grace)) {
+	now := t.e.now()
+	if now.Add(t.e.opts.ClockSkew).Before(t.presentedAt.Add(grace)) {
 		return nil
+	}
+	if !t.markedHere && now.Before(t.holderUntil.Add(t.e.opts.ClockSkew)) {
+		// The invocation that presented it may still be running: it escrows what the
+		// provider gave it, or takes its mark back if it never sent. Wait for it.
+		return &outcomeError{outcome: OutcomeFailed, msg: fmt.Sprintf("waiting until %s for the invocation that presented the refresh token at %s: it may still save the provider's answer; nothing was presented again",
+			t.holderUntil.Add(t.e.opts.ClockSkew).UTC().Format(time.RFC3339), t.presentedAt.UTC().Format(time.RFC3339))}
 	}
 	return &graceOverError{presentedAt: t.presentedAt, grace: grace}
 }

@@ -43,6 +43,11 @@ type tokenRun struct {
 	// inside the provider's reuse grace, counted from presentedAt (docs/design.md §4).
 	presentedAt  time.Time
 	maybeReached bool
+	// presentedBy and holderUntil: the holder whose mark it is and when its invocation ends
+	// at the latest; markedHere: this run wrote the mark.
+	presentedBy string
+	holderUntil time.Time
+	markedHere  bool
 	// claimedBy is the holder of this run's last claim, kept after the lease is gone: the
 	// escrow write is fenced by it (ledger.Escrow), not by the lease's time.
 	claimedBy string
