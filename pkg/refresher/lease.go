@@ -209,9 +209,11 @@ func (t *tokenRun) release() {
 	r.Unspent = !t.mayBeSpent // the in-flight record stays either way; only a commit removes it
 	t.leaseGone()
 	rec, err := t.e.opts.Ledger.Release(t.ctx, r)
-	if err != nil && r.Unspent && t.markedHere && errors.Is(err, ledger.ErrLeaseLost) {
-		// Another run claimed meanwhile: take our mark back, so the token is not given up
-		// for a request that was never sent.
+	if r.Unspent && t.markedHere && (errors.Is(err, ledger.ErrLeaseLost) ||
+		err == nil && rec.Inflight != nil && rec.Inflight.PresentedBy == r.Holder) {
+		// Another run claimed meanwhile (and may have released already, so the release found
+		// the lease free and marked nothing): take our mark back, so the token is not given
+		// up for a request that was never sent.
 		if uerr := t.e.opts.Ledger.Unmark(t.ctx, t.name, r.Holder, t.rec.Generation, t.nextVersion()); uerr != nil {
 			t.log.WarnContext(t.ctx, "taking back the presentation mark failed", "error", uerr.Error())
 		}
