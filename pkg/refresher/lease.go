@@ -73,10 +73,11 @@ func (t *tokenRun) claim(q *ledger.QuotaReservation, purpose claimPurpose) error
 	// lease taken over): the lease is read again before the provider call.
 	t.lateClaim = time.Since(sentWall) > slowClaim
 	// A new lease starts a new refresh (settle may chain one after a commit): nothing of the
-	// last one carries over, except that an interrupted refresh may have spent the token.
-	t.mayBeSpent, t.escrowed = t.rec.Interrupted(), false
-	// An earlier holder's presentation of this refresh is inherited; a new refresh has none.
+	// last one carries over, except an earlier holder's presentation of this refresh (a new
+	// refresh has none): the token may be spent if it was presented or escrowed.
 	t.presentedAt, t.maybeReached = t.rec.Inflight.Presented()
+	t.mayBeSpent = t.rec.Interrupted() && (t.maybeReached || len(t.rec.Inflight.Escrow) > 0)
+	t.escrowed = false
 	t.presentedBy, t.holderUntil, t.markedHere = "", time.Time{}, false
 	if t.maybeReached {
 		t.presentedBy, t.holderUntil = t.rec.Inflight.PresentedBy, t.rec.Inflight.HolderUntil

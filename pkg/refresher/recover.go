@@ -58,11 +58,11 @@ func (t *tokenRun) recover(in *planInput) Row {
 	return t.refreshInterrupted()
 }
 
-// refreshInterrupted retries the interrupted refresh under the recovery's lease. The old
-// refresh token may be spent, so the refresh stays in flight until it commits, and a
-// rejection says the refresh was interrupted rather than that the provider refused it.
+// refreshInterrupted retries the interrupted refresh under the recovery's lease. When the
+// old refresh token may have been presented (the claim set mayBeSpent from the mark), the
+// refresh stays in flight until it commits, and a rejection says the refresh was
+// interrupted rather than that the provider refused it.
 func (t *tokenRun) refreshInterrupted() Row {
 	t.log.InfoContext(t.ctx, "retrying an interrupted refresh with the old refresh token")
-	t.mayBeSpent = true
 	return t.refresh()
 }
