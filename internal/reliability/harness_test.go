@@ -411,42 +411,31 @@ func (e *env) currentID(name string) string {
 func (e *env) expireLease(name string) {
 	e.t.Helper()
 	e.expireLeaseOnly(name)
-	e.holderGone(name)
+	e.setPast(name, "inflight.holder_until") // the holder is gone: recovery need not wait for it
 }
 
 // expireLeaseOnly moves lease_until into the past for a holder that is still alive (frozen):
 // a recovery then waits for that holder's invocation to end before giving a presented
-// refresh token up.
+// refresh token up (docs/design.md §4, recovery).
 func (e *env) expireLeaseOnly(name string) {
 	e.t.Helper()
-	past := strconv.FormatInt(time.Now().Add(-time.Minute).UnixMilli(), 10)
-	_, err := e.ddb.UpdateItem(context.Background(), &dynamodb.UpdateItemInput{
-		TableName:                 aws.String(e.table),
-		Key:                       map[string]ddbtypes.AttributeValue{"pk": &ddbtypes.AttributeValueMemberS{Value: "token#" + name}},
-		UpdateExpression:          aws.String("SET lease_until = :past"),
-		ConditionExpression:       aws.String("attribute_exists(lease_until)"),
-		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":past": &ddbtypes.AttributeValueMemberN{Value: past}},
-	})
-	if err != nil && !strings.Contains(err.Error(), "ConditionalCheckFailed") {
-		e.t.Fatalf("expire lease: %v", err)
-	}
+	e.setPast(name, "lease_until")
 }
 
-// holderGone records that the holder that marked the token's refresh token presented is
-// dead (a killed process, or an invocation that has returned): its invocation's end is put
-// in the past, so recovery does not wait for it (docs/design.md §4, recovery).
-func (e *env) holderGone(name string) {
+// setPast sets the record's time attribute at path (unix ms) a minute into the past, if
+// the record has it.
+func (e *env) setPast(name, path string) {
 	e.t.Helper()
 	past := strconv.FormatInt(time.Now().Add(-time.Minute).UnixMilli(), 10)
 	_, err := e.ddb.UpdateItem(context.Background(), &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(e.table),
 		Key:                       map[string]ddbtypes.AttributeValue{"pk": &ddbtypes.AttributeValueMemberS{Value: "token#" + name}},
-		UpdateExpression:          aws.String("SET inflight.holder_until = :past"),
-		ConditionExpression:       aws.String("attribute_exists(inflight.holder_until)"),
+		UpdateExpression:          aws.String("SET " + path + " = :past"),
+		ConditionExpression:       aws.String("attribute_exists(" + path + ")"),
 		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":past": &ddbtypes.AttributeValueMemberN{Value: past}},
 	})
 	if err != nil && !strings.Contains(err.Error(), "ConditionalCheckFailed") {
-		e.t.Fatalf("holder gone: %v", err)
+		e.t.Fatalf("set %s in the past: %v", path, err)
 	}
 }
 
