@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,26 +14,9 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/seed-502fa48b/token-refresher/internal/faultproxy"
+	"github.com/seed-502fa48b/token-refresher/internal/providersim"
 	"github.com/seed-502fa48b/token-refresher/pkg/secretstore"
 )
-
-// fakeClock is the window's clock, moved by the test.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // TestWriteLimit: past PerSecond writes in a second the proxy answers what
 // Secrets Manager answers (400 ThrottlingException, which the SDK decodes and
@@ -43,7 +25,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 func TestWriteLimit(t *testing.T) {
 	r := newRig(t, 1) // no SDK retry: every answer is seen
 	ctx := context.Background()
-	clock := &fakeClock{now: time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)}
+	clock := providersim.NewClock(time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC))
 	name := uniq(t, "secret")
 	r.createSecret(t, name, "v0")
 	other := uniq(t, "secret")
@@ -136,7 +118,7 @@ func countActions(events []faultproxy.Event, op string, a faultproxy.Action) int
 func TestWriteLimitDefaultsAndRemove(t *testing.T) {
 	r := newRig(t, 1)
 	ctx := context.Background()
-	clock := &fakeClock{now: time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)}
+	clock := providersim.NewClock(time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC))
 	name := uniq(t, "secret")
 	r.createSecret(t, name, "v0")
 	lift := r.p.LimitWrites(faultproxy.WriteLimit{Now: clock.Now})

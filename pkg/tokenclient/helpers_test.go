@@ -21,6 +21,7 @@ import (
 	smtypes "github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
 
 	"github.com/seed-502fa48b/token-refresher/internal/awsemu"
+	"github.com/seed-502fa48b/token-refresher/internal/providersim"
 )
 
 func TestMain(m *testing.M) { os.Exit(awsemu.RunTests(m)) }
@@ -54,32 +55,6 @@ func (c *countingSM) GetSecretValue(ctx context.Context, in *secretsmanager.GetS
 }
 
 func (c *countingSM) calls() int64 { return c.n.Load() }
-
-// clock is an injected clock that moves only when told to.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *clock { return &clock{t: t} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 
@@ -234,3 +209,6 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// newClock is an injected clock that moves only when told to.
+func newClock(t time.Time) *providersim.Clock { return providersim.NewClock(t) }
